@@ -1,0 +1,23 @@
+namespace Pipelines.Engine.Activities;
+
+/// <summary>The kinds of artifacts that flow between steps; ports connect only where kinds match.</summary>
+public static class ArtifactKinds
+{
+    public const string Dataset = "Dataset";
+    public const string Report = "Report";
+    public const string Json = "Json";
+    public const string Model = "Model";
+    public const string Schema = "Schema";
+    public const string Scores = "Scores";
+    public const string Circuit = "Circuit";
+    public const string Plot = "Plot";
+
+    /// <summary>Every known kind, for the JSON Schema and the designer's colours.</summary>
+    public static readonly IReadOnlyList<string> All = [Dataset, Report, Json, Model, Schema, Scores, Circuit, Plot];
+}
+
+/// <summary>An artifact handed to an activity: an immutable object in the store.</summary>
+/// <param name="Digest">SHA-256 of the content (hex); for directories, of their file manifest.</param>
+/// <param name="Kind">Artifact kind.</param>
+/// <param name="Path">Where to read it; never write there.</param>
+public sealed record Artifact(string Digest, string Kind, string MediaType, string Path, long Size, bool IsDirectory, string FileName);

@@ -1,0 +1,87 @@
+using System.Text.Json.Nodes;
+using Pipelines.Engine.Activities;
+using Pipelines.Engine.Definitions;
+using Pipelines.Engine.Validation;
+
+namespace Pipelines.Engine.Planning;
+
+/// <summary>Parse, resolve parameters, validate and plan: everything that happens before a step runs.</summary>
+public sealed class WorkflowCompiler(ActivityRegistry registry)
+{
+    private static readonly WorkflowValidator Validator = new();
+
+    public ActivityRegistry Registry => registry;
+
+    /// <summary>Reads and compiles a workflow file; throws <see cref="WorkflowInvalidException"/> listing every problem.</summary>
+    public ExecutionPlan CompileFile(string file, IReadOnlyDictionary<string, string> overrides, PathPolicy? paths = null) =>
+        Compile(WorkflowParser.ParseFile(file), overrides, paths ?? PathPolicy.Default(file));
+
+    /// <summary>Compiles a parsed definition.</summary>
+    public ExecutionPlan Compile(WorkflowDefinition definition, IReadOnlyDictionary<string, string> overrides, PathPolicy paths)
+    {
+        var errors = new List<Diagnostic>();
+        var parameters = ParameterResolver.Resolve(definition, overrides, errors);
+        var result = Validator.Validate(new ValidationSubject(definition, parameters, registry, paths));
+        errors.AddRange(result.Errors.Select(e => new Diagnostic(definition.SourceFile, e.PropertyName, e.ErrorMessage)));
+        if (errors.Count > 0)
+        {
+            throw new WorkflowInvalidException(errors.DistinctBy(e => (e.JsonPath, e.Message)).ToList());
+        }
+        return Plan(definition, parameters, paths);
+    }
+
+    private ExecutionPlan Plan(WorkflowDefinition definition, Dictionary<string, JsonNode> parameters, PathPolicy paths)
+    {
+        var planned = new Dictionary<string, PlannedStep>(StringComparer.Ordinal);
+        foreach (var step in definition.Steps)
+        {
+            var activity = registry.Find(step.Activity)!;
+            var inputs = new Dictionary<string, ResolvedInput>(StringComparer.Ordinal);
+            foreach (var port in activity.Descriptor.Inputs)
+            {
+                if (!step.Inputs.TryGetValue(port.Name, out var binding))
+                {
+                    if (!port.Type.IsArtifact)
+                    {
+                        inputs[port.Name] = Value(port, port.Default?.DeepClone(), paths);
+                    }
+                    continue;
+                }
+                inputs[port.Name] = binding switch
+                {
+                    LiteralBinding l => Value(port, l.Value?.DeepClone(), paths),
+                    ParameterBinding p => Value(port, parameters[p.Parameter].DeepClone(), paths),
+                    StepOutputBinding r => new ArtifactInput([new OutputReference(r.Step, r.Output)], port.Type.IsList),
+                    ListBinding list => new ArtifactInput(list.Items.Cast<StepOutputBinding>().Select(r => new OutputReference(r.Step, r.Output)).ToList(), true),
+                    _ => throw new InvalidOperationException("unexpected binding"),
+                };
+            }
+            planned[step.Id] = new PlannedStep(step, activity, inputs, WorkflowValidator.Dependencies(step).Distinct().ToList());
+        }
+        return new ExecutionPlan(definition, parameters, TopologicalOrder(definition, planned));
+    }
+
+    private static ResolvedInput Value(InputPortDescriptor port, JsonNode? value, PathPolicy paths)
+    {
+        if (port.Type.Value == PortValueKind.Path && !port.Type.IsList && value is JsonValue v)
+        {
+            var written = v.GetValue<string>();
+            return new PathInput(paths.Resolve(written, out _)!, written);
+        }
+        return new ValueInput(value);
+    }
+
+    /// <summary>Kahn's algorithm, keeping the file's order among ready steps so plans are stable.</summary>
+    private static List<PlannedStep> TopologicalOrder(WorkflowDefinition definition, Dictionary<string, PlannedStep> steps)
+    {
+        var order = new List<PlannedStep>();
+        var done = new HashSet<string>(StringComparer.Ordinal);
+        while (order.Count < steps.Count)
+        {
+            var next = definition.Steps.Select(s => steps[s.Id]).First(s => !done.Contains(s.Id) && s.DependsOn.All(done.Contains));
+            order.Add(next);
+            done.Add(next.Id);
+        }
+        return order;
+    }
+}

@@ -1,0 +1,286 @@
+using System.Text.Json.Nodes;
+using FluentValidation;
+using FluentValidation.Results;
+using Pipelines.Engine.Activities;
+using Pipelines.Engine.Definitions;
+
+namespace Pipelines.Engine.Validation;
+
+/// <summary>What the validator checks a definition against: the activities, the parameter values and the path policy.</summary>
+public sealed record ValidationSubject(
+    WorkflowDefinition Definition,
+    IReadOnlyDictionary<string, JsonNode> Parameters,
+    ActivityRegistry Registry,
+    PathPolicy Paths);
+
+/// <summary>
+/// Semantic validation of a parsed workflow. Every rule reports with the JSON path as the property name, so the
+/// failures map one-to-one onto <see cref="Diagnostic"/>s.
+/// </summary>
+public sealed class WorkflowValidator : AbstractValidator<ValidationSubject>
+{
+    public WorkflowValidator()
+    {
+        RuleFor(s => s.Definition.Name)
+            .NotEmpty().WithMessage("expected a non-empty workflow name")
+            .MaximumLength(200).WithMessage("expected a name of at most 200 characters")
+            .OverridePropertyName("$.name");
+        RuleFor(s => s.Definition.Steps)
+            .NotEmpty().WithMessage("expected at least one step")
+            .OverridePropertyName("$.steps");
+        RuleFor(s => s).Custom(CheckUniqueIds);
+        RuleFor(s => s).Custom(CheckSteps);
+        RuleFor(s => s).Custom(CheckCycles);
+    }
+
+    private static void CheckUniqueIds(ValidationSubject s, ValidationContext<ValidationSubject> context)
+    {
+        var first = new Dictionary<string, StepDefinition>(StringComparer.Ordinal);
+        foreach (var step in s.Definition.Steps)
+        {
+            if (!first.TryAdd(step.Id, step))
+            {
+                context.Fail(JsonPaths.Prop(step.JsonPath, "id"), $"duplicate step id \"{step.Id}\" (first used at {first[step.Id].JsonPath})");
+            }
+        }
+    }
+
+    private static void CheckSteps(ValidationSubject s, ValidationContext<ValidationSubject> context)
+    {
+        var steps = s.Definition.Steps.GroupBy(x => x.Id).ToDictionary(g => g.Key, g => g.First(), StringComparer.Ordinal);
+        foreach (var step in s.Definition.Steps)
+        {
+            var activity = s.Registry.Find(step.Activity);
+            if (activity is null)
+            {
+                var near = s.Registry.All.Select(a => a.Descriptor.Type)
+                    .OrderBy(t => Levenshtein(t, step.Activity)).First();
+                context.Fail(JsonPaths.Prop(step.JsonPath, "activity"),
+                    $"unknown activity \"{step.Activity}\"; did you mean \"{near}\"? (`pipelines activities` lists them all)");
+                continue;
+            }
+            var descriptor = activity.Descriptor;
+            var inputsPath = JsonPaths.Prop(step.JsonPath, "inputs");
+            var literalValues = new Dictionary<string, JsonNode?>(StringComparer.Ordinal);
+            var typesOk = true;
+            foreach (var (name, binding) in step.Inputs)
+            {
+                var port = descriptor.Input(name);
+                if (port is null)
+                {
+                    var names = descriptor.Inputs.Count == 0 ? "it takes no inputs" : "expected one of: " + string.Join(", ", descriptor.Inputs.Select(i => i.Name));
+                    context.Fail(binding.JsonPath, $"unknown input \"{name}\" for activity {descriptor.Type}; {names}");
+                    typesOk = false;
+                    continue;
+                }
+                var problem = CheckBinding(s, steps, step, port, binding, literalValues);
+                if (problem is not null)
+                {
+                    context.Fail(problem.Value.Path, problem.Value.Message);
+                    typesOk = false;
+                }
+            }
+            foreach (var port in descriptor.Inputs.Where(p => p.Required && !step.Inputs.ContainsKey(p.Name)))
+            {
+                context.Fail(inputsPath, $"missing required input \"{port.Name}\" ({port.Type}): {port.Help}");
+                typesOk = false;
+            }
+            if (typesOk && s.Registry.ValidatorFor(activity) is { } validator)
+            {
+                foreach (var port in descriptor.Inputs.Where(p => !literalValues.ContainsKey(p.Name) && !p.Type.IsArtifact && p.Default is not null))
+                {
+                    literalValues[port.Name] = port.Default!.DeepClone();
+                }
+                object input;
+                try
+                {
+                    input = InputBinder.Bind(activity.InputType, literalValues, new Dictionary<string, object>());
+                }
+                catch (Exception e) when (e is System.Text.Json.JsonException or InvalidOperationException or NotSupportedException)
+                {
+                    context.Fail(inputsPath, $"inputs do not fit activity {descriptor.Type}: {e.Message}");
+                    continue;
+                }
+                var result = validator.Validate(new ValidationContext<object>(input));
+                foreach (var failure in result.Errors)
+                {
+                    var port = System.Text.Json.JsonNamingPolicy.CamelCase.ConvertName(failure.PropertyName.Split('.', '[')[0]);
+                    var path = step.Inputs.TryGetValue(port, out var b) ? b.JsonPath : inputsPath;
+                    context.Fail(path, failure.ErrorMessage);
+                }
+            }
+        }
+    }
+
+    private static (string Path, string Message)? CheckBinding(
+        ValidationSubject s,
+        Dictionary<string, StepDefinition> steps,
+        StepDefinition step,
+        InputPortDescriptor port,
+        InputBinding binding,
+        Dictionary<string, JsonNode?> literalValues)
+    {
+        switch (binding)
+        {
+            case LiteralBinding literal:
+                if (port.Type.IsArtifact)
+                {
+                    return (binding.JsonPath, $"expected a reference to a {port.Type} output, {{ \"from\": \"step.output\" }}; got {WorkflowParser.Describe(literal.Value)}");
+                }
+                if (PortValues.Check(port, literal.Value) is { } problem)
+                {
+                    return (binding.JsonPath, problem);
+                }
+                if (port.Type.Value == PortValueKind.Path && s.Paths.Resolve(literal.Value!.GetValue<string>(), out var pathError) is null)
+                {
+                    return (binding.JsonPath, pathError!);
+                }
+                literalValues[port.Name] = literal.Value;
+                return null;
+            case ParameterBinding parameter:
+                var definition = s.Definition.Parameters.FirstOrDefault(p => p.Name == parameter.Parameter);
+                if (definition is null)
+                {
+                    return (JsonPaths.Prop(binding.JsonPath, "param"), $"unknown parameter \"{parameter.Parameter}\"; " +
+                        (s.Definition.Parameters.Count == 0 ? "the workflow declares no parameters" : "expected one of: " + string.Join(", ", s.Definition.Parameters.Select(p => p.Name))));
+                }
+                if (port.Type.IsArtifact || !PortValues.Accepts(port.Type, definition.Type))
+                {
+                    return (binding.JsonPath, $"parameter \"{definition.Name}\" is of type {ParameterValues.Name(definition.Type)}, but input \"{port.Name}\" expects {port.Type}");
+                }
+                if (!s.Parameters.TryGetValue(definition.Name, out var value))
+                {
+                    return null; // already reported: a required parameter without a value
+                }
+                if (PortValues.Check(port, value) is { } valueProblem)
+                {
+                    return (binding.JsonPath, $"parameter \"{definition.Name}\": {valueProblem}");
+                }
+                if (port.Type.Value == PortValueKind.Path && s.Paths.Resolve(value.GetValue<string>(), out var paramPathError) is null)
+                {
+                    return (binding.JsonPath, $"parameter \"{definition.Name}\": {paramPathError}");
+                }
+                literalValues[port.Name] = value;
+                return null;
+            case StepOutputBinding reference:
+                if (!port.Type.IsArtifact)
+                {
+                    return (binding.JsonPath, $"input \"{port.Name}\" expects {PortValues.Wording(port.Type.Value)}, not a reference to another step's output");
+                }
+                return CheckReference(s, steps, step, port, reference);
+            case ListBinding list:
+                if (!port.Type.IsArtifact || !port.Type.IsList)
+                {
+                    return (binding.JsonPath, $"input \"{port.Name}\" expects {port.Type}, not a list of references");
+                }
+                foreach (var item in list.Items)
+                {
+                    if (item is not StepOutputBinding r)
+                    {
+                        return (item.JsonPath, "expected a reference { \"from\": \"step.output\" }");
+                    }
+                    if (CheckReference(s, steps, step, port, r) is { } refProblem)
+                    {
+                        return refProblem;
+                    }
+                }
+                return null;
+            default:
+                return (binding.JsonPath, "unsupported binding");
+        }
+    }
+
+    private static (string Path, string Message)? CheckReference(
+        ValidationSubject s, Dictionary<string, StepDefinition> steps, StepDefinition step, InputPortDescriptor port, StepOutputBinding reference)
+    {
+        var path = JsonPaths.Prop(reference.JsonPath, "from");
+        if (reference.Step == step.Id)
+        {
+            return (path, $"step \"{step.Id}\" refers to its own output; a step can only use outputs of other steps");
+        }
+        if (!steps.TryGetValue(reference.Step, out var source))
+        {
+            return (path, $"no step \"{reference.Step}\"; expected one of: {string.Join(", ", steps.Keys)}");
+        }
+        var activity = s.Registry.Find(source.Activity);
+        if (activity is null)
+        {
+            return null; // the unknown activity is reported at its own step
+        }
+        var output = activity.Descriptor.Output(reference.Output);
+        if (output is null)
+        {
+            return (path, $"step \"{source.Id}\" ({source.Activity}) has no output \"{reference.Output}\"; expected one of: {string.Join(", ", activity.Descriptor.Outputs.Select(o => o.Name))}");
+        }
+        if (output.Kind != port.Type.ArtifactKind)
+        {
+            return (path, $"type mismatch: {source.Id}.{output.Name} is a {output.Kind}, but input \"{port.Name}\" expects a {port.Type.ArtifactKind}");
+        }
+        return null;
+    }
+
+    private static void CheckCycles(ValidationSubject s, ValidationContext<ValidationSubject> context)
+    {
+        var steps = s.Definition.Steps.GroupBy(x => x.Id).ToDictionary(g => g.Key, g => g.First(), StringComparer.Ordinal);
+        var state = new Dictionary<string, int>(StringComparer.Ordinal); // 1 visiting, 2 done
+        var stack = new List<string>();
+        var reported = new HashSet<string>();
+
+        void Visit(string id)
+        {
+            state[id] = 1;
+            stack.Add(id);
+            foreach (var dep in Dependencies(steps[id]).Where(steps.ContainsKey).Distinct())
+            {
+                if (dep == id)
+                {
+                    continue; // self-reference is reported by the binding check
+                }
+                if (state.GetValueOrDefault(dep) == 1)
+                {
+                    var cycle = stack.Skip(stack.IndexOf(dep)).Append(dep).ToList();
+                    if (reported.Add(string.Join(",", cycle.Order())))
+                    {
+                        context.Fail(steps[dep].JsonPath, $"cycle between steps: {string.Join(" -> ", cycle)}");
+                    }
+                }
+                else if (state.GetValueOrDefault(dep) == 0)
+                {
+                    Visit(dep);
+                }
+            }
+            stack.RemoveAt(stack.Count - 1);
+            state[id] = 2;
+        }
+
+        foreach (var id in steps.Keys.Where(id => state.GetValueOrDefault(id) == 0))
+        {
+            Visit(id);
+        }
+    }
+
+    /// <summary>The ids of the steps whose outputs a step uses.</summary>
+    public static IEnumerable<string> Dependencies(StepDefinition step) => step.Inputs.Values.SelectMany(b => b switch
+    {
+        StepOutputBinding r => [r.Step],
+        ListBinding l => l.Items.OfType<StepOutputBinding>().Select(r => r.Step),
+        _ => [],
+    });
+
+    private static int Levenshtein(string a, string b)
+    {
+        var d = new int[a.Length + 1, b.Length + 1];
+        for (var i = 0; i <= a.Length; i++) d[i, 0] = i;
+        for (var j = 0; j <= b.Length; j++) d[0, j] = j;
+        for (var i = 1; i <= a.Length; i++)
+        for (var j = 1; j <= b.Length; j++)
+            d[i, j] = Math.Min(Math.Min(d[i - 1, j] + 1, d[i, j - 1] + 1), d[i - 1, j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1));
+        return d[a.Length, b.Length];
+    }
+}
+
+internal static class ValidationContextExtensions
+{
+    public static void Fail(this ValidationContext<ValidationSubject> context, string path, string message) =>
+        context.AddFailure(new ValidationFailure(path, message));
+}
