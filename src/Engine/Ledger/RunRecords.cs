@@ -1,0 +1,62 @@
+using Pipelines.Engine.Artifacts;
+
+namespace Pipelines.Engine.Ledger;
+
+public enum RunStatus { Running, Succeeded, Failed, Cancelled }
+
+public enum StepStatus { Pending, Running, Computed, Cached, Failed, Skipped, Cancelled }
+
+/// <summary>How a run was started: fresh, resumed, or reproducing another run.</summary>
+public enum RunKind { Run, Resume, Reproduce }
+
+/// <summary>A run as the ledger keeps it: enough to resume or reproduce it.</summary>
+/// <param name="WorkflowText">The workflow JSON exactly as it was read.</param>
+/// <param name="Overrides">The <c>--set</c> assignments, as given.</param>
+/// <param name="BaseDirectory">The directory relative paths resolved against.</param>
+public sealed record RunRecord(
+    string Id,
+    string WorkflowName,
+    string WorkflowFile,
+    string WorkflowText,
+    IReadOnlyDictionary<string, string> Overrides,
+    string BaseDirectory,
+    IReadOnlyList<string> AllowedRoots,
+    RunKind Kind,
+    string? OriginRunId,
+    RunStatus Status,
+    DateTimeOffset StartedAt,
+    DateTimeOffset? EndedAt,
+    string? Error);
+
+/// <summary>One step of one run.</summary>
+public sealed record StepRecord(
+    string RunId,
+    string StepId,
+    string Activity,
+    int ActivityVersion,
+    StepStatus Status,
+    string? CacheKey,
+    string? KeyMaterial,
+    DateTimeOffset? StartedAt,
+    DateTimeOffset? EndedAt,
+    double? DurationMs,
+    string? Error,
+    IReadOnlyDictionary<string, OutputRecord>? Outputs,
+    string? CachedFromRunId = null);
+
+/// <summary>
+/// The run ledger: every run and step, with status, keys, timings, errors and output digests. SQLite by default;
+/// the server fills the same interface with PostgreSQL.
+/// </summary>
+public interface IRunLedger : IDisposable
+{
+    Task CreateRunAsync(RunRecord run, CancellationToken ct = default);
+    Task UpdateRunAsync(string runId, RunStatus status, DateTimeOffset? endedAt, string? error, CancellationToken ct = default);
+    Task UpsertStepAsync(StepRecord step, CancellationToken ct = default);
+    Task<RunRecord?> GetRunAsync(string runId, CancellationToken ct = default);
+    /// <summary>Newest first.</summary>
+    Task<IReadOnlyList<RunRecord>> ListRunsAsync(int limit, CancellationToken ct = default);
+    Task<IReadOnlyList<StepRecord>> GetStepsAsync(string runId, CancellationToken ct = default);
+    /// <summary>The same step in the newest earlier run of the same workflow that recorded a key for it.</summary>
+    Task<(RunRecord Run, StepRecord Step)?> FindPreviousStepAsync(string workflowName, string stepId, DateTimeOffset before, string excludeRunId, CancellationToken ct = default);
+}
