@@ -36,8 +36,37 @@ public static partial class WorkflowParser
         return Parse(text, path);
     }
 
+    /// <summary>Reads the text of a workflow file, or reports why it cannot.</summary>
+    public static string ReadText(string path)
+    {
+        try
+        {
+            return File.ReadAllText(path);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new WorkflowInvalidException([new Diagnostic(path, "$", $"cannot read the workflow file: {e.Message}")]);
+        }
+    }
+
     /// <summary>Parses workflow JSON text; <paramref name="file"/> names it in diagnostics.</summary>
     public static WorkflowDefinition Parse(string json, string file)
+    {
+        var errors = new List<Diagnostic>();
+        var definition = ParseLenient(json, file, errors);
+        if (errors.Count > 0 || definition is null)
+        {
+            throw new WorkflowInvalidException(errors);
+        }
+        return definition;
+    }
+
+    /// <summary>
+    /// Parses as much as it can: structural problems go to <paramref name="errors"/> and the well-formed rest is
+    /// returned, so semantic validation can report its problems in the same pass. Null only for invalid JSON or a
+    /// root that is not an object.
+    /// </summary>
+    public static WorkflowDefinition? ParseLenient(string json, string file, List<Diagnostic> errors)
     {
         JsonDocument doc;
         try
@@ -48,18 +77,13 @@ public static partial class WorkflowParser
         {
             var where = e.LineNumber is { } line ? $" (line {line + 1}, column {(e.BytePositionInLine ?? 0) + 1})" : "";
             var reason = e.Message.Split(" Path:", 2)[0].Split(" LineNumber:", 2)[0].TrimEnd('.');
-            throw new WorkflowInvalidException([new Diagnostic(file, "$", $"invalid JSON{where}: {reason}")]);
+            errors.Add(new Diagnostic(file, "$", $"invalid JSON{where}: {reason}"));
+            return null;
         }
 
         using (doc)
         {
-            var errors = new List<Diagnostic>();
-            var definition = ReadRoot(doc.RootElement, file, errors);
-            if (errors.Count > 0 || definition is null)
-            {
-                throw new WorkflowInvalidException(errors);
-            }
-            return definition;
+            return ReadRoot(doc.RootElement, file, errors);
         }
     }
 

@@ -14,12 +14,24 @@ public sealed class WorkflowCompiler(ActivityRegistry registry)
 
     /// <summary>Reads and compiles a workflow file; throws <see cref="WorkflowInvalidException"/> listing every problem.</summary>
     public ExecutionPlan CompileFile(string file, IReadOnlyDictionary<string, string> overrides, PathPolicy? paths = null) =>
-        Compile(WorkflowParser.ParseFile(file), overrides, paths ?? PathPolicy.Default(file));
+        CompileText(WorkflowParser.ReadText(file), file, overrides, paths ?? PathPolicy.Default(file));
 
-    /// <summary>Compiles a parsed definition.</summary>
-    public ExecutionPlan Compile(WorkflowDefinition definition, IReadOnlyDictionary<string, string> overrides, PathPolicy paths)
+    /// <summary>Compiles workflow JSON, reporting structural and semantic problems together.</summary>
+    public ExecutionPlan CompileText(string json, string file, IReadOnlyDictionary<string, string> overrides, PathPolicy paths)
     {
         var errors = new List<Diagnostic>();
+        var definition = WorkflowParser.ParseLenient(json, file, errors);
+        if (definition is null)
+        {
+            throw new WorkflowInvalidException(errors);
+        }
+        return Compile(definition, overrides, paths, errors);
+    }
+
+    /// <summary>Compiles a parsed definition.</summary>
+    public ExecutionPlan Compile(WorkflowDefinition definition, IReadOnlyDictionary<string, string> overrides, PathPolicy paths, List<Diagnostic>? earlier = null)
+    {
+        var errors = earlier ?? new List<Diagnostic>();
         var parameters = ParameterResolver.Resolve(definition, overrides, errors);
         var result = Validator.Validate(new ValidationSubject(definition, parameters, registry, paths));
         errors.AddRange(result.Errors.Select(e => new Diagnostic(definition.SourceFile, e.PropertyName, e.ErrorMessage)));

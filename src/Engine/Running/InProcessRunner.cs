@@ -78,7 +78,7 @@ public sealed class InProcessRunner(ArtifactStore store, IRunLedger ledger, Exec
         var ended = DateTimeOffset.UtcNow;
         await ledger.UpdateRunAsync(runId, runStatus, ended, runError, CancellationToken.None);
         var lockFile = WriteLockFile(runId, plan, options, ordered, runStatus, started, ended);
-        Materialize(runId, plan, ordered);
+        Materialize(runId, ordered);
         var runResult = new RunResult(runId, runStatus, ordered, clock.Elapsed, lockFile);
         observer.RunFinished(runResult);
         return runResult;
@@ -359,7 +359,7 @@ public sealed class InProcessRunner(ArtifactStore store, IRunLedger ledger, Exec
     }
 
     /// <summary>Links each output beside the run's lock file (<c>runs/RUN/outputs/STEP/FILE</c>) so people find results.</summary>
-    private void Materialize(string runId, ExecutionPlan plan, IReadOnlyList<StepResult> results)
+    private void Materialize(string runId, IReadOnlyList<StepResult> results)
     {
         foreach (var r in results.Where(r => r.Succeeded))
         {
@@ -367,7 +367,8 @@ public sealed class InProcessRunner(ArtifactStore store, IRunLedger ledger, Exec
             {
                 var dir = Path.Combine(store.RunsDirectory, runId, "outputs", r.StepId);
                 Directory.CreateDirectory(dir);
-                var name = plan.Step(r.StepId).Descriptor.Outputs.Count > 1 ? $"{port}-{o.FileName}" : o.FileName;
+                var clash = r.Outputs.Count(x => x.Value.FileName == o.FileName) > 1;
+                var name = clash ? $"{port}-{o.FileName}" : o.FileName;
                 var target = Path.Combine(dir, name);
                 try
                 {

@@ -1,0 +1,119 @@
+using System.Collections.Concurrent;
+using Pipelines.Engine.Activities;
+using Pipelines.Engine.Planning;
+using Pipelines.Engine.Running;
+using Spectre.Console;
+
+namespace Pipelines.Host.Cli;
+
+/// <summary>
+/// Shows a run as it goes: a live Spectre progress display (one bar per step) on a terminal, or one line per
+/// event when output is redirected (CI, logs, tests).
+/// </summary>
+public sealed class ConsoleObserver : IRunObserver
+{
+    private readonly ConcurrentDictionary<string, ProgressTask> _tasks = new();
+    private readonly bool _verbose;
+    private ProgressContext? _progress;
+
+    public ConsoleObserver(bool verbose) => _verbose = verbose;
+
+    public static bool Interactive => AnsiConsole.Profile.Capabilities.Interactive && !Console.IsOutputRedirected;
+
+    /// <summary>Runs <paramref name="work"/> under a live display when the console is interactive.</summary>
+    public async Task<T> ShowAsync<T>(Func<Task<T>> work)
+    {
+        if (!Interactive)
+        {
+            return await work();
+        }
+        return await AnsiConsole.Progress()
+            .AutoClear(false)
+            .HideCompleted(false)
+            .Columns(new TaskDescriptionColumn { Alignment = Justify.Left }, new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn(), new SpinnerColumn())
+            .StartAsync(async ctx =>
+            {
+                _progress = ctx;
+                return await work();
+            });
+    }
+
+    public void RunStarted(string runId, ExecutionPlan plan)
+    {
+        if (_progress is null)
+        {
+            AnsiConsole.MarkupLine($"[bold]run {runId}[/]: {Markup.Escape(plan.Definition.Name)} ({plan.Steps.Count} steps)");
+            return;
+        }
+        foreach (var step in plan.Steps)
+        {
+            var task = _progress.AddTask(Label(step.Id, "[grey]pending[/]"), autoStart: false, maxValue: 1);
+            _tasks[step.Id] = task;
+        }
+    }
+
+    public void StepStarted(string stepId)
+    {
+        if (_tasks.TryGetValue(stepId, out var task))
+        {
+            task.Description = Label(stepId, "[yellow]running[/]");
+            task.StartTask();
+            task.IsIndeterminate = true;
+        }
+        else if (_verbose)
+        {
+            AnsiConsole.MarkupLine($"  [yellow]▶[/] {Markup.Escape(stepId)} started");
+        }
+    }
+
+    public void StepProgress(string stepId, StepProgress progress)
+    {
+        if (_tasks.TryGetValue(stepId, out var task))
+        {
+            if (progress.Fraction is { } f)
+            {
+                task.IsIndeterminate = false;
+                task.Value = Math.Clamp(f, 0, 1);
+            }
+            if (progress.Message is { } m)
+            {
+                task.Description = Label(stepId, $"[yellow]running[/] [grey]{Markup.Escape(m)}[/]");
+            }
+        }
+        else if (_verbose && progress.Message is { } message)
+        {
+            AnsiConsole.MarkupLine($"    [grey]{Markup.Escape(stepId)}: {Markup.Escape(message)}[/]");
+        }
+    }
+
+    public void StepLog(string stepId, string message)
+    {
+        if (_verbose)
+        {
+            AnsiConsole.MarkupLine($"    [grey]{Markup.Escape(stepId)} | {Markup.Escape(message)}[/]");
+        }
+    }
+
+    public void StepFinished(StepResult result)
+    {
+        if (_tasks.TryGetValue(result.StepId, out var task))
+        {
+            task.IsIndeterminate = false;
+            task.Value = 1;
+            task.Description = Label(result.StepId, Output.Status(result.Status));
+            task.StopTask();
+            return;
+        }
+        var detail = result.Status switch
+        {
+            Engine.Ledger.StepStatus.Cached => $" (from run {result.CachedFromRunId})",
+            Engine.Ledger.StepStatus.Failed or Engine.Ledger.StepStatus.Skipped => $": {result.Error}",
+            _ => "",
+        };
+        AnsiConsole.MarkupLine($"  {Output.Status(result.Status)} {Markup.Escape(result.StepId)} in {Output.Duration(result.Duration)}{Markup.Escape(detail)}");
+    }
+
+    public void Warning(string message) => Output.Error.MarkupLine($"[yellow]warning:[/] {Markup.Escape(message)}");
+
+    private static string Label(string stepId, string status) => $"{Markup.Escape(stepId),-16} {status}";
+}
