@@ -1,0 +1,57 @@
+using System.Text.Json.Nodes;
+using Pipelines.Engine.Schema;
+
+namespace Pipelines.Tests.Engine;
+
+public sealed class SchemaTests : IDisposable
+{
+    private readonly Workspace _ws = new();
+
+    public static string RepoRoot()
+    {
+        var dir = new DirectoryInfo(AppContext.BaseDirectory);
+        while (dir is not null && !File.Exists(Path.Combine(dir.FullName, "Pipelines.sln")))
+        {
+            dir = dir.Parent;
+        }
+        return dir?.FullName ?? throw new InvalidOperationException("repository root not found");
+    }
+
+    [Fact]
+    public void CommittedSchemaMatchesTheDescriptors()
+    {
+        var generated = WorkflowSchemaGenerator.Generate(_ws.Registry.All.Select(a => a.Descriptor));
+        var committed = File.ReadAllText(Path.Combine(RepoRoot(), "workflows", "workflow.schema.json"));
+        Assert.True(generated == committed, "workflows/workflow.schema.json is stale: run `pipelines schema -o workflows/workflow.schema.json`");
+    }
+
+    [Fact]
+    public void SchemaDescribesEveryActivityAndItsInputs()
+    {
+        var schema = WorkflowSchemaGenerator.Build(_ws.Registry.All.Select(a => a.Descriptor));
+        var types = schema["$defs"]!["step"]!["properties"]!["activity"]!["enum"]!.AsArray().Select(t => t!.GetValue<string>());
+        Assert.Equal(_ws.Registry.All.Select(a => a.Descriptor.Type).Order(StringComparer.Ordinal), types);
+        var sample = schema["$defs"]!["inputs:data.sample"]!;
+        Assert.Equal(100, sample["properties"]!["count"]!["default"]!.GetValue<int>());
+        Assert.Equal(1, sample["properties"]!["count"]!["anyOf"]![0]!["minimum"]!.GetValue<double>());
+        Assert.Equal("dataset", sample["required"]![0]!.GetValue<string>());
+        Assert.False(sample["additionalProperties"]!.GetValue<bool>());
+    }
+
+    [Fact]
+    public void EveryExampleWorkflowReferencesTheSchemaAndValidates()
+    {
+        var root = RepoRoot();
+        var files = Directory.GetFiles(Path.Combine(root, "workflows"), "*.json").Where(f => !f.EndsWith("workflow.schema.json")).ToList();
+        Assert.NotEmpty(files);
+        foreach (var file in files)
+        {
+            var json = File.ReadAllText(file);
+            Assert.Equal("./workflow.schema.json", JsonNode.Parse(json)!["$schema"]!.GetValue<string>());
+            var plan = _ws.Compiler.CompileText(json, file, new Dictionary<string, string>(), new Pipelines.Engine.Validation.PathPolicy(root, []));
+            Assert.NotEmpty(plan.Steps);
+        }
+    }
+
+    public void Dispose() => _ws.Dispose();
+}

@@ -1,0 +1,101 @@
+using System.Text.Json.Nodes;
+using Microsoft.Extensions.DependencyInjection;
+using Pipelines.Activities;
+using Pipelines.Engine.Activities;
+using Pipelines.Engine.Artifacts;
+using Pipelines.Engine.Ledger;
+using Pipelines.Engine.Planning;
+using Pipelines.Engine.Running;
+using Pipelines.Engine.Validation;
+
+namespace Pipelines.Tests;
+
+/// <summary>A temporary directory with a store, a ledger and the real activities: everything a run needs.</summary>
+public sealed class Workspace : IDisposable
+{
+    private readonly ServiceProvider _services;
+
+    public Workspace()
+    {
+        Root = Path.Combine(Path.GetTempPath(), "pipelines-tests", Guid.NewGuid().ToString("N")[..12]);
+        Directory.CreateDirectory(Root);
+        _services = new ServiceCollection().AddPipelinesActivities().BuildServiceProvider();
+        Store = new ArtifactStore(Path.Combine(Root, "artifacts"));
+        Ledger = new SqliteRunLedger(Path.Combine(Store.Root, "ledger.db"));
+        Runner = new InProcessRunner(Store, Ledger, _services.GetRequiredService<ExecutionEnvironment>(), _services);
+    }
+
+    public string Root { get; }
+    public ArtifactStore Store { get; }
+    public SqliteRunLedger Ledger { get; }
+    public InProcessRunner Runner { get; }
+    public ActivityRegistry Registry => _services.GetRequiredService<ActivityRegistry>();
+    public WorkflowCompiler Compiler => new(Registry);
+    public PathPolicy Paths => new(Root, []);
+
+    public string Write(string name, string text)
+    {
+        var path = Path.Combine(Root, name);
+        Directory.CreateDirectory(Path.GetDirectoryName(path)!);
+        File.WriteAllText(path, text);
+        return path;
+    }
+
+    /// <summary>Writes a JSONL dataset of <paramref name="count"/> rows {"id", "text", "label"}.</summary>
+    public string WriteDataset(string name, int count, int seed = 1)
+    {
+        var path = Path.Combine(Root, name);
+        using var writer = new StreamWriter(path) { NewLine = "\n" };
+        for (var i = 0; i < count; i++)
+        {
+            writer.WriteLine(new JsonObject { ["id"] = i, ["text"] = $"example {i * seed} of the set", ["label"] = i % 7 }.ToJsonString());
+        }
+        return path;
+    }
+
+    public ExecutionPlan Compile(string json, IReadOnlyDictionary<string, string>? overrides = null) =>
+        Compiler.CompileText(json, Path.Combine(Root, "workflow.json"), overrides ?? new Dictionary<string, string>(), Paths);
+
+    public Task<RunResult> RunAsync(string json, IReadOnlyDictionary<string, string>? overrides = null, RunOptions? options = null,
+        IRunObserver? observer = null, CancellationToken ct = default)
+    {
+        var plan = Compile(json, overrides);
+        options ??= new RunOptions { WorkflowFile = Path.Combine(Root, "workflow.json"), WorkflowText = json, BaseDirectory = Root };
+        return Runner.RunAsync(plan, options with { Overrides = overrides ?? new Dictionary<string, string>() }, observer, ct);
+    }
+
+    public void Dispose()
+    {
+        Ledger.Dispose();
+        _services.Dispose();
+        try
+        {
+            Directory.Delete(Root, recursive: true);
+        }
+        catch (IOException)
+        {
+        }
+    }
+}
+
+/// <summary>Workflows the tests share.</summary>
+public static class Workflows
+{
+    /// <summary>load → sample → split → report, over a dataset file named by a parameter.</summary>
+    public const string Chain = """
+        {
+          "name": "chain",
+          "parameters": {
+            "data": { "type": "path", "default": "data.jsonl" },
+            "count": { "type": "integer", "default": 50 },
+            "seed": { "type": "integer", "default": 0 }
+          },
+          "steps": [
+            { "id": "load", "activity": "data.load-jsonl", "inputs": { "path": { "param": "data" } } },
+            { "id": "sample", "activity": "data.sample", "inputs": { "dataset": { "from": "load.dataset" }, "count": { "param": "count" }, "seed": { "param": "seed" } } },
+            { "id": "split", "activity": "data.split", "inputs": { "dataset": { "from": "sample.dataset" }, "trainFraction": 0.5 } },
+            { "id": "report", "activity": "report.json", "inputs": { "datasets": [ { "from": "split.train" }, { "from": "split.test" } ] } }
+          ]
+        }
+        """;
+}
