@@ -53,6 +53,8 @@ public interface IRunLedger : IDisposable
     Task CreateRunAsync(RunRecord run, CancellationToken ct = default);
     Task UpdateRunAsync(string runId, RunStatus status, DateTimeOffset? endedAt, string? error, CancellationToken ct = default);
     Task UpsertStepAsync(StepRecord step, CancellationToken ct = default);
+    /// <summary>Several steps in one transaction.</summary>
+    Task UpsertStepsAsync(IReadOnlyList<StepRecord> steps, CancellationToken ct = default);
     Task<RunRecord?> GetRunAsync(string runId, CancellationToken ct = default);
     /// <summary>Newest first.</summary>
     Task<IReadOnlyList<RunRecord>> ListRunsAsync(int limit, CancellationToken ct = default);

@@ -15,7 +15,7 @@ public sealed class SqliteRunLedger : IRunLedger
     public SqliteRunLedger(string path)
     {
         Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
-        _connectionString = new SqliteConnectionStringBuilder { DataSource = path, Pooling = false, DefaultTimeout = 30 }.ToString();
+        _connectionString = new SqliteConnectionStringBuilder { DataSource = path, Pooling = true, DefaultTimeout = 30 }.ToString();
         Migrate();
     }
 
@@ -24,7 +24,7 @@ public sealed class SqliteRunLedger : IRunLedger
         var connection = new SqliteConnection(_connectionString);
         connection.Open();
         using var pragma = connection.CreateCommand();
-        pragma.CommandText = "PRAGMA busy_timeout = 30000; PRAGMA foreign_keys = ON;";
+        pragma.CommandText = "PRAGMA busy_timeout = 30000; PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;";
         pragma.ExecuteNonQuery();
         return connection;
     }
@@ -74,8 +74,21 @@ public sealed class SqliteRunLedger : IRunLedger
         WithConnection(c => Exec(c, null, "UPDATE runs SET status = $status, ended_at = $ended, error = $error WHERE id = $id",
             ("$id", runId), ("$status", status.ToString()), ("$ended", Time(endedAt)), ("$error", error)), ct);
 
-    public Task UpsertStepAsync(StepRecord s, CancellationToken ct = default) =>
-        WithConnection(c => Exec(c, null, """
+    public Task UpsertStepAsync(StepRecord s, CancellationToken ct = default) => UpsertStepsAsync([s], ct);
+
+    public Task UpsertStepsAsync(IReadOnlyList<StepRecord> steps, CancellationToken ct = default) =>
+        WithConnection(c =>
+        {
+            using var tx = c.BeginTransaction();
+            foreach (var s in steps)
+            {
+                UpsertStep(c, tx, s);
+            }
+            tx.Commit();
+        }, ct);
+
+    private static void UpsertStep(SqliteConnection c, SqliteTransaction tx, StepRecord s) =>
+        Exec(c, tx, """
             INSERT INTO steps (run_id, step_id, activity, activity_version, status, cache_key, key_material, started_at, ended_at, duration_ms, error, outputs, cached_from)
             VALUES ($run, $step, $activity, $version, $status, $key, $material, $started, $ended, $duration, $error, $outputs, $from)
             ON CONFLICT(run_id, step_id) DO UPDATE SET activity = excluded.activity, activity_version = excluded.activity_version,
@@ -86,7 +99,7 @@ public sealed class SqliteRunLedger : IRunLedger
             ("$run", s.RunId), ("$step", s.StepId), ("$activity", s.Activity), ("$version", s.ActivityVersion),
             ("$status", s.Status.ToString()), ("$key", s.CacheKey), ("$material", s.KeyMaterial), ("$started", Time(s.StartedAt)),
             ("$ended", Time(s.EndedAt)), ("$duration", s.DurationMs), ("$error", s.Error),
-            ("$outputs", s.Outputs is null ? null : JsonSerializer.Serialize(s.Outputs, ArtifactStore.Json)), ("$from", s.CachedFromRunId)), ct);
+            ("$outputs", s.Outputs is null ? null : JsonSerializer.Serialize(s.Outputs, ArtifactStore.Json)), ("$from", s.CachedFromRunId));
 
     public async Task<RunRecord?> GetRunAsync(string runId, CancellationToken ct = default)
     {
@@ -223,5 +236,9 @@ public sealed class SqliteRunLedger : IRunLedger
 
     private static DateTimeOffset? ParseTime(string? s) => s is null ? null : DateTimeOffset.Parse(s, CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal);
 
-    public void Dispose() => _gate.Dispose();
+    public void Dispose()
+    {
+        _gate.Dispose();
+        SqliteConnection.ClearAllPools();
+    }
 }

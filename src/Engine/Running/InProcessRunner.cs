@@ -25,11 +25,8 @@ public sealed class InProcessRunner(ArtifactStore store, IRunLedger ledger, Exec
         await ledger.CreateRunAsync(new RunRecord(runId, plan.Definition.Name, options.WorkflowFile, options.WorkflowText,
             options.Overrides, options.BaseDirectory, options.AllowedRoots, options.Kind, options.OriginRunId,
             RunStatus.Running, started, null, null), CancellationToken.None);
-        foreach (var step in plan.Steps)
-        {
-            await ledger.UpsertStepAsync(new StepRecord(runId, step.Id, step.Descriptor.Type, step.Descriptor.Version,
-                StepStatus.Pending, null, null, null, null, null, null, null), CancellationToken.None);
-        }
+        await ledger.UpsertStepsAsync(plan.Steps.Select(step => new StepRecord(runId, step.Id, step.Descriptor.Type, step.Descriptor.Version,
+            StepStatus.Pending, null, null, null, null, null, null, null)).ToList(), CancellationToken.None);
         observer.RunStarted(runId, plan);
 
         var results = new Dictionary<string, StepResult>(StringComparer.Ordinal);
