@@ -5,4 +5,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1
 dotnet build src/Host -c Release -v quiet -nologo
-exec dotnet src/Host/bin/Release/net10.0/pipelines.dll run workflows/quickstart.json "$@"
+exec dotnet src/Host/bin/Release/net10.0/linux-x64/pipelines.dll run workflows/quickstart.json "$@"

@@ -1,0 +1,138 @@
+using System.Runtime.InteropServices;
+using Pipelines.Build;
+using TorchSharp;
+
+namespace Pipelines.Models.Runtime;
+
+/// <summary>Thrown when libtorch cannot be loaded; the message names the cause and the fix.</summary>
+public sealed class TorchUnavailableException(string message, Exception? inner = null) : Exception(message, inner);
+
+/// <summary>
+/// Loads TorchSharp reliably: applies the GLIBCXX fix if the build did not, tames glibc malloc fragmentation
+/// (mallopt, unless jemalloc is preloaded), and probes libtorch once with a clear error if it cannot load.
+/// Every public entry point of the runtime calls <see cref="EnsureLoaded"/>.
+/// </summary>
+public static partial class TorchRuntime
+{
+    private static readonly Lock Gate = new();
+    private static bool _loaded;
+
+    private const int MTrimThreshold = -1;
+    private const int MMmapThreshold = -3;
+
+    [LibraryImport("libc", EntryPoint = "mallopt")]
+    private static partial int Mallopt(int param, int value);
+
+    /// <summary>What the allocator guard did: "jemalloc", "mallopt" or "default".</summary>
+    public static string Allocator { get; private set; } = "unset";
+
+    public static void EnsureLoaded()
+    {
+        if (_loaded)
+        {
+            return;
+        }
+        lock (Gate)
+        {
+            if (_loaded)
+            {
+                return;
+            }
+            PatchNativeLibraries();
+            ConfigureAllocator();
+            try
+            {
+                using var probe = torch.ones(1);
+                _ = probe.sum().item<float>();
+            }
+            catch (Exception e) when (e is TypeInitializationException or NotSupportedException or DllNotFoundException or ExternalException)
+            {
+                throw new TorchUnavailableException(Explain(e), e);
+            }
+            _loaded = true;
+        }
+    }
+
+    /// <summary>The device to compute on: CUDA when the CUDA backend is present and a GPU answers, else CPU.</summary>
+    public static torch.Device DefaultDevice(string? requested = null)
+    {
+        EnsureLoaded();
+        var want = (requested ?? Environment.GetEnvironmentVariable("PIPELINES_DEVICE") ?? "auto").ToLowerInvariant();
+        if (want == "cpu")
+        {
+            return torch.CPU;
+        }
+        var cuda = torch.cuda.is_available();
+        if (want.StartsWith("cuda", StringComparison.Ordinal) && !cuda)
+        {
+            throw new TorchUnavailableException($"device \"{want}\" was requested but CUDA is not available: build with -p:TorchBackend=cuda and check the NVIDIA driver");
+        }
+        return cuda ? new torch.Device(want == "auto" ? "cuda" : want) : torch.CPU;
+    }
+
+    private static void PatchNativeLibraries()
+    {
+        if (!OperatingSystem.IsLinux())
+        {
+            return;
+        }
+        foreach (var file in Directory.EnumerateFiles(AppContext.BaseDirectory, "libLibTorchSharp.so", SearchOption.AllDirectories))
+        {
+            try
+            {
+                ElfGlibcxxPatch.Apply(file);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                // Read-only install: the build-time fix should already have run; the probe reports otherwise.
+            }
+        }
+    }
+
+    private static void ConfigureAllocator()
+    {
+        if (!OperatingSystem.IsLinux())
+        {
+            Allocator = "default";
+            return;
+        }
+        if ((Environment.GetEnvironmentVariable("LD_PRELOAD") ?? "").Contains("jemalloc", StringComparison.Ordinal))
+        {
+            Allocator = "jemalloc";
+            return;
+        }
+        if (Environment.GetEnvironmentVariable("PIPELINES_MALLOC") == "default")
+        {
+            Allocator = "default";
+            return;
+        }
+        // glibc's dynamic mmap threshold fragments the heap under libtorch (RSS +10 MB per forward): pin it.
+        Mallopt(MMmapThreshold, 128 * 1024);
+        Mallopt(MTrimThreshold, 256 * 1024);
+        Allocator = "mallopt";
+    }
+
+    private static string Explain(Exception e)
+    {
+        var native = Directory.EnumerateFiles(AppContext.BaseDirectory, "libLibTorchSharp.so", SearchOption.AllDirectories).FirstOrDefault();
+        if (native is null)
+        {
+            return "libtorch could not be loaded: libLibTorchSharp.so is not next to the program. Build with the TorchSharp-cpu package " +
+                   "(the default) or -p:TorchBackend=cuda, and set RuntimeIdentifier=linux-x64.";
+        }
+        if (OperatingSystem.IsLinux() && ElfGlibcxxPatch.NeedsPatch(native))
+        {
+            return $"libtorch could not be loaded: {native} needs GLIBCXX_3.4.32, newer than this system's libstdc++ " +
+                   "(Debian 12 has 3.4.30), and the file could not be patched (read-only?). Rebuild with this repository's " +
+                   "build/TorchSharpGlibcxxFix.targets, or make the file writable once.";
+        }
+        var inner = e;
+        while (inner.InnerException is not null)
+        {
+            inner = inner.InnerException;
+        }
+        return $"libtorch could not be loaded ({inner.Message}). Check that libtorch {TorchVersion} natives for linux-x64 are present.";
+    }
+
+    public const string TorchVersion = "2.10.0";
+}

@@ -1,0 +1,214 @@
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+using F = TorchSharp.torch.nn.functional;
+
+namespace Pipelines.Models.Transformer;
+
+/// <summary>LayerNorm or RMSNorm with TransformerLens hooks (hook_scale, hook_normalized); computed in f32.</summary>
+public sealed class Norm : nn.Module<Tensor, Tensor>
+{
+    private readonly TransformerConfig _cfg;
+#pragma warning disable IDE1006 // TransformerLens parameter names
+    public Parameter w;
+    public Parameter? b;
+#pragma warning restore IDE1006
+    public HookPoint hook_scale = new("hook_scale");
+    public HookPoint hook_normalized = new("hook_normalized");
+
+    public Norm(string name, TransformerConfig cfg) : base(name)
+    {
+        _cfg = cfg;
+        w = new Parameter(ones(cfg.DModel));
+        b = cfg.Norm == NormKind.LayerNorm && cfg.NormBias ? new Parameter(zeros(cfg.DModel)) : null;
+        RegisterComponents();
+    }
+
+    public override Tensor forward(Tensor x)
+    {
+        var dtype = x.dtype;
+        var h = x.to(ScalarType.Float32);
+        if (_cfg.Norm == NormKind.LayerNorm)
+        {
+            h = h - h.mean([-1L], keepdim: true);
+        }
+        var scale = hook_scale.call((h.pow(2).mean([-1L], keepdim: true) + _cfg.NormEps).sqrt());
+        var normalized = hook_normalized.call(h / scale).to(dtype);
+        var y = normalized * w;
+        return b is null ? y : y + b;
+    }
+}
+
+/// <summary>Attention in TransformerLens layout: W_Q [H,d,dh], W_K/W_V [Hkv,d,dh], W_O [H,dh,d].</summary>
+public sealed class Attention : nn.Module
+{
+    private readonly TransformerConfig _cfg;
+#pragma warning disable IDE1006
+    public Parameter W_Q, W_K, W_V, W_O;
+    public Parameter? b_Q, b_K, b_V, b_O;
+#pragma warning restore IDE1006
+    public HookPoint hook_q = new("hook_q"), hook_k = new("hook_k"), hook_v = new("hook_v");
+    public HookPoint hook_rot_q = new("hook_rot_q"), hook_rot_k = new("hook_rot_k");
+    public HookPoint hook_attn_scores = new("hook_attn_scores"), hook_pattern = new("hook_pattern");
+    public HookPoint hook_z = new("hook_z"), hook_result = new("hook_result");
+
+    public Attention(string name, TransformerConfig cfg) : base(name)
+    {
+        _cfg = cfg;
+        int d = cfg.DModel, h = cfg.NHeads, kv = cfg.KvHeads, dh = cfg.HeadDim;
+        W_Q = new Parameter(empty(h, d, dh));
+        W_K = new Parameter(empty(kv, d, dh));
+        W_V = new Parameter(empty(kv, d, dh));
+        W_O = new Parameter(empty(h, dh, d));
+        if (cfg.QkvBias)
+        {
+            b_Q = new Parameter(zeros(h, dh));
+            b_K = new Parameter(zeros(kv, dh));
+            b_V = new Parameter(zeros(kv, dh));
+        }
+        if (cfg.AttnOutBias)
+        {
+            b_O = new Parameter(zeros(d));
+        }
+        RegisterComponents();
+    }
+
+    /// <summary>
+    /// <paramref name="qIn"/>, <paramref name="kIn"/>, <paramref name="vIn"/>: the normalized residual each reads, either
+    /// [B,T,d] shared by all heads or [B,T,H,d] per head (split inputs, for path patching and attribution).
+    /// </summary>
+    public Tensor Forward(Tensor qIn, Tensor kIn, Tensor vIn, Tensor positions, Tensor keyMask, LayerKv? cache, bool useResult)
+    {
+        var q = hook_q.call(Project(qIn, W_Q, b_Q, perHead: qIn.dim() == 4));
+        var k = hook_k.call(Project(kIn, W_K, b_K, perHead: kIn.dim() == 4));
+        var v = hook_v.call(Project(vIn, W_V, b_V, perHead: vIn.dim() == 4));
+        if (_cfg.Positional == PositionalKind.Rotary)
+        {
+            q = hook_rot_q.call(Rotary.Apply(q, positions, _cfg.RotaryDims, _cfg.RotaryBase));
+            k = hook_rot_k.call(Rotary.Apply(k, positions, _cfg.RotaryDims, _cfg.RotaryBase));
+        }
+        if (cache is not null)
+        {
+            (k, v) = cache.Append(k, v);
+        }
+        var group = q.shape[2] / k.shape[2];
+        if (group > 1)
+        {
+            k = k.repeat_interleave(group, dim: 2);
+            v = v.repeat_interleave(group, dim: 2);
+        }
+        long t = q.shape[1], s = k.shape[1];
+        var scores = einsum("bqhe,bkhe->bhqk", q, k) / Math.Sqrt(_cfg.HeadDim);
+        // Causal over absolute positions: query i (at s - t + i) sees keys 0..s - t + i; padded keys are masked.
+        var causal = ones(t, s, dtype: ScalarType.Bool, device: q.device).tril(s - t);
+        var allowed = causal.unsqueeze(0).unsqueeze(0).logical_and(keyMask.to(ScalarType.Bool).unsqueeze(1).unsqueeze(1));
+        scores = hook_attn_scores.call(scores.masked_fill(allowed.logical_not(), -1e9f));
+        var pattern = hook_pattern.call(F.softmax(scores.to(ScalarType.Float32), -1).to(q.dtype));
+        var z = hook_z.call(einsum("bhqk,bkhe->bqhe", pattern, v));
+        Tensor output;
+        if (useResult)
+        {
+            var result = hook_result.call(einsum("bqhe,hed->bqhd", z, W_O));
+            output = result.sum(2);
+        }
+        else
+        {
+            output = einsum("bqhe,hed->bqd", z, W_O);
+        }
+        return b_O is null ? output : output + b_O;
+    }
+
+    private static Tensor Project(Tensor x, Tensor w, Tensor? bias, bool perHead)
+    {
+        Tensor y;
+        if (perHead)
+        {
+            // x: [B,T,H,d]. Under GQA, per-query-head k/v inputs use their group's kv weights.
+            if (x.shape[2] != w.shape[0])
+            {
+                var group = x.shape[2] / w.shape[0];
+                w = w.repeat_interleave(group, dim: 0);
+                bias = bias?.repeat_interleave(group, dim: 0);
+            }
+            y = einsum("bthd,hde->bthe", x, w);
+        }
+        else
+        {
+            y = einsum("btd,hde->bthe", x, w);
+        }
+        return bias is null ? y : y + bias;
+    }
+}
+
+/// <summary>Rotary position embedding in HF's rotate-half convention, on the first <c>dims</c> of each head.</summary>
+public static class Rotary
+{
+    public static Tensor Apply(Tensor x, Tensor positions, int dims, double theta)
+    {
+        // x: [B,T,H,dh]; positions: [B,T]
+        var inv = pow(theta, -arange(0, dims, 2, dtype: ScalarType.Float64, device: x.device) / dims).to(ScalarType.Float32);
+        var freqs = positions.to(ScalarType.Float32).unsqueeze(-1) * inv; // [B,T,dims/2]
+        var emb = cat([freqs, freqs], -1).unsqueeze(2); // [B,T,1,dims]
+        var cos = emb.cos().to(x.dtype);
+        var sin = emb.sin().to(x.dtype);
+        var rot = x[.., .., .., ..dims];
+        var half = dims / 2;
+        var rotated = cat([-rot[.., .., .., half..], rot[.., .., .., ..half]], -1);
+        var y = rot * cos + rotated * sin;
+        return dims == x.shape[3] ? y : cat([y, x[.., .., .., dims..]], -1);
+    }
+}
+
+/// <summary>The MLP: plain (W_in, act, W_out) or gated (act(x·W_gate) * x·W_in).</summary>
+public sealed class Mlp : nn.Module<Tensor, Tensor>
+{
+    private readonly TransformerConfig _cfg;
+#pragma warning disable IDE1006
+    public Parameter W_in, W_out;
+    public Parameter? W_gate, b_in, b_out;
+#pragma warning restore IDE1006
+    public HookPoint hook_pre = new("hook_pre"), hook_pre_linear = new("hook_pre_linear"), hook_post = new("hook_post");
+
+    public Mlp(string name, TransformerConfig cfg) : base(name)
+    {
+        _cfg = cfg;
+        W_in = new Parameter(empty(cfg.DModel, cfg.DMlp));
+        W_out = new Parameter(empty(cfg.DMlp, cfg.DModel));
+        if (cfg.GatedMlp)
+        {
+            W_gate = new Parameter(empty(cfg.DModel, cfg.DMlp));
+        }
+        if (cfg.MlpBias)
+        {
+            b_in = new Parameter(zeros(cfg.DMlp));
+            b_out = new Parameter(zeros(cfg.DModel));
+        }
+        RegisterComponents();
+    }
+
+    public override Tensor forward(Tensor x)
+    {
+        Tensor post;
+        if (W_gate is not null)
+        {
+            var gate = hook_pre.call(matmul(x, W_gate));
+            var linear = hook_pre_linear.call(b_in is null ? matmul(x, W_in) : matmul(x, W_in) + b_in);
+            post = hook_post.call(Act(gate) * linear);
+        }
+        else
+        {
+            var pre = hook_pre.call(b_in is null ? matmul(x, W_in) : matmul(x, W_in) + b_in);
+            post = hook_post.call(Act(pre));
+        }
+        var y = matmul(post, W_out);
+        return b_out is null ? y : y + b_out;
+    }
+
+    private Tensor Act(Tensor x) => _cfg.Act switch
+    {
+        Activation.GeluNew => 0.5 * x * (1.0 + tanh(Math.Sqrt(2.0 / Math.PI) * (x + 0.044715 * x.pow(3)))),
+        Activation.Gelu => F.gelu(x),
+        Activation.Silu => F.silu(x),
+        _ => F.relu(x),
+    };
+}

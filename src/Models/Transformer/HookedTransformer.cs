@@ -1,0 +1,220 @@
+using Pipelines.Models.Runtime;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace Pipelines.Models.Transformer;
+
+/// <summary>One residual block, sequential (GPT-2, Llama, Qwen2) or parallel (GPT-NeoX).</summary>
+public sealed class TransformerBlock : nn.Module
+{
+    private readonly TransformerConfig _cfg;
+#pragma warning disable IDE1006
+    public Norm ln1;
+    public Norm? ln2;
+    public Attention attn;
+    public Mlp mlp;
+    public HookPoint hook_resid_pre = new("hook_resid_pre"), hook_resid_mid = new("hook_resid_mid"), hook_resid_post = new("hook_resid_post");
+    public HookPoint hook_attn_in = new("hook_attn_in"), hook_q_input = new("hook_q_input"), hook_k_input = new("hook_k_input"), hook_v_input = new("hook_v_input");
+    public HookPoint hook_attn_out = new("hook_attn_out"), hook_mlp_in = new("hook_mlp_in"), hook_mlp_out = new("hook_mlp_out");
+#pragma warning restore IDE1006
+
+    public TransformerBlock(string name, TransformerConfig cfg) : base(name)
+    {
+        _cfg = cfg;
+        ln1 = new Norm("ln1", cfg);
+        ln2 = new Norm("ln2", cfg);
+        attn = new Attention("attn", cfg);
+        mlp = new Mlp("mlp", cfg);
+        RegisterComponents();
+    }
+
+    public Tensor Forward(Tensor resid, Tensor positions, Tensor keyMask, LayerKv? cache, ForwardOptions options)
+    {
+        var residPre = hook_resid_pre.call(resid);
+        Tensor qIn, kIn, vIn;
+        if (options.SplitQkvInput)
+        {
+            // Per-head copies of the residual, so each head's query/key/value input can be patched on its own.
+            var perHead = residPre.unsqueeze(2).expand(-1, -1, _cfg.NHeads, -1);
+            qIn = ln1.call(hook_q_input.call(perHead));
+            kIn = ln1.call(hook_k_input.call(perHead));
+            vIn = ln1.call(hook_v_input.call(perHead));
+        }
+        else
+        {
+            qIn = kIn = vIn = ln1.call(hook_attn_in.call(residPre));
+        }
+        var attnOut = hook_attn_out.call(attn.Forward(qIn, kIn, vIn, positions, keyMask, cache, options.UseAttnResult));
+        if (_cfg.ParallelAttnMlp)
+        {
+            var mlpOut = hook_mlp_out.call(mlp.call(ln2!.call(hook_mlp_in.call(residPre))));
+            return hook_resid_post.call(residPre + attnOut + mlpOut);
+        }
+        var residMid = hook_resid_mid.call(residPre + attnOut);
+        var mlpOutSeq = hook_mlp_out.call(mlp.call(ln2!.call(hook_mlp_in.call(residMid))));
+        return hook_resid_post.call(residMid + mlpOutSeq);
+    }
+}
+
+/// <summary>Switches that change what a forward computes (never its result).</summary>
+public sealed record ForwardOptions
+{
+    /// <summary>Compute per-head outputs (hook_result, [B,T,H,d]) and sum them, instead of the fused W_O product.</summary>
+    public bool UseAttnResult { get; init; }
+    /// <summary>Give each head its own copy of the residual for q, k and v (hook_q_input etc., [B,T,H,d]).</summary>
+    public bool SplitQkvInput { get; init; }
+}
+
+/// <summary>
+/// One config-driven transformer in TransformerLens layout with TransformerLens hook names
+/// (<c>hook_embed</c>, <c>blocks.{l}.attn.hook_z</c>, <c>blocks.{l}.hook_resid_pre</c>, ...).
+/// </summary>
+public sealed class HookedTransformer : nn.Module
+{
+#pragma warning disable IDE1006
+    public Parameter W_E;
+    public Parameter? W_pos;
+    public ModuleList<TransformerBlock> blocks;
+    public Norm ln_final;
+    public Parameter W_U;
+    public Parameter? b_U;
+    public HookPoint hook_embed = new("hook_embed"), hook_pos_embed = new("hook_pos_embed");
+#pragma warning restore IDE1006
+    private readonly Dictionary<string, HookPoint> _hooks;
+
+    public HookedTransformer(TransformerConfig config) : base("model")
+    {
+        TorchRuntime.EnsureLoaded();
+        if (config.Problems() is { Count: > 0 } problems)
+        {
+            throw new ArgumentException("invalid transformer config: " + string.Join("; ", problems));
+        }
+        Config = config;
+        W_E = new Parameter(empty(config.DVocab, config.DModel));
+        W_pos = config.Positional == PositionalKind.Learned ? new Parameter(empty(config.NCtx, config.DModel)) : null;
+        blocks = new ModuleList<TransformerBlock>(Enumerable.Range(0, config.NLayers).Select(i => new TransformerBlock(i.ToString(), config)).ToArray());
+        ln_final = new Norm("ln_final", config);
+        W_U = new Parameter(empty(config.DModel, config.DVocab));
+        b_U = config.UnembedBias ? new Parameter(zeros(config.DVocab)) : null;
+        RegisterComponents();
+        _hooks = new Dictionary<string, HookPoint>(StringComparer.Ordinal);
+        foreach (var (name, module) in named_modules())
+        {
+            if (module is HookPoint hook)
+            {
+                hook.Name = name;
+                _hooks[name] = hook;
+            }
+        }
+    }
+
+    public TransformerConfig Config { get; }
+
+    /// <summary>Every hook point, by canonical name.</summary>
+    public IReadOnlyDictionary<string, HookPoint> HookPoints => _hooks;
+
+    public HookPoint Hook(string name) => _hooks.TryGetValue(name, out var h) ? h : throw new KeyNotFoundException($"no hook point \"{name}\"");
+
+    /// <summary>Removes every hook from every hook point.</summary>
+    public void ResetHooks()
+    {
+        foreach (var h in _hooks.Values)
+        {
+            h.Clear();
+        }
+    }
+
+    /// <summary>Initialises weights as GPT-2 does (normal, std 0.02; norms at 1, biases at 0), seeded.</summary>
+    public HookedTransformer InitWeights(long seed, double std = 0.02)
+    {
+        using var _ = no_grad();
+        using var generator = new Generator((ulong)seed);
+        foreach (var (name, p) in named_parameters())
+        {
+            var leaf = name.Split('.')[^1];
+            if (leaf == "w")
+            {
+                p.fill_(1);
+            }
+            else if (leaf.StartsWith("b", StringComparison.Ordinal))
+            {
+                p.zero_();
+            }
+            else
+            {
+                p.normal_(0, std, generator);
+            }
+        }
+        return this;
+    }
+
+    /// <summary>
+    /// Logits [B, T, V] for tokens [B, T]. <paramref name="attentionMask"/> [B, T] marks real tokens (1) versus
+    /// padding (0; left padding for generation). With a cache, only the new tokens are passed and hooks see only them.
+    /// </summary>
+    public Tensor Forward(Tensor tokens, Tensor? attentionMask = null, KvCache? cache = null, ForwardOptions? options = null)
+    {
+        using var scope = NewDisposeScope();
+        options ??= new ForwardOptions();
+        long b = tokens.shape[0], t = tokens.shape[1];
+        var newMask = attentionMask ?? ones(b, t, dtype: ScalarType.Int64, device: tokens.device);
+        var keyMask = cache is null ? newMask : cache.ExtendMask(newMask);
+        // Position of each new token = number of real tokens before it (so left padding does not shift positions).
+        var positions = (keyMask.cumsum(1, ScalarType.Int64) - 1).clamp_min(0)[.., ^(int)t..];
+
+        var resid = hook_embed.call(W_E[tokens]);
+        if (W_pos is not null)
+        {
+            resid = resid + hook_pos_embed.call(W_pos[positions]);
+        }
+        for (var l = 0; l < blocks.Count; l++)
+        {
+            resid = blocks[l].Forward(resid, positions, keyMask, cache?.Layers[l], options);
+        }
+        var logits = matmul(ln_final.call(resid), W_U);
+        if (b_U is not null)
+        {
+            logits = logits + b_U;
+        }
+        return logits.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>Runs with temporary hooks, removed afterwards even on failure.</summary>
+    public Tensor RunWithHooks(Tensor tokens, IEnumerable<(string Name, Func<Tensor, HookPoint, Tensor?> Hook)> hooks, Tensor? attentionMask = null, ForwardOptions? options = null)
+    {
+        var removers = hooks.Select(h => Hook(h.Name).Add(h.Hook)).ToList();
+        try
+        {
+            return Forward(tokens, attentionMask, null, options);
+        }
+        finally
+        {
+            foreach (var r in removers)
+            {
+                r.Dispose();
+            }
+        }
+    }
+
+    /// <summary>Logits plus a cache of every activation whose hook name passes <paramref name="filter"/> (all by default).</summary>
+    public (Tensor Logits, ActivationCache Cache) RunWithCache(Tensor tokens, Func<string, bool>? filter = null, Tensor? attentionMask = null, ForwardOptions? options = null)
+    {
+        var cache = new ActivationCache();
+        var names = _hooks.Keys.Where(filter ?? (_ => true)).ToList();
+        try
+        {
+            var logits = RunWithHooks(tokens, names.Select(n => (n, (Func<Tensor, HookPoint, Tensor?>)((x, h) =>
+            {
+                cache.Store(h.Name, x);
+                return null;
+            }))), attentionMask, options);
+            return (logits, cache);
+        }
+        catch
+        {
+            cache.Dispose();
+            throw;
+        }
+    }
+}
