@@ -1,5 +1,5 @@
 using FluentValidation;
-using Pipelines.Activities.Common;
+using Pipelines.Models.Common;
 using Pipelines.Engine.Activities;
 
 namespace Pipelines.Activities.Data;

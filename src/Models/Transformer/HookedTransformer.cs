@@ -163,10 +163,12 @@ public sealed class HookedTransformer : nn.Module
         // Position of each new token = number of real tokens before it (so left padding does not shift positions).
         var positions = (keyMask.cumsum(1, ScalarType.Int64) - 1).clamp_min(0)[.., ^(int)t..];
 
-        var resid = hook_embed.call(W_E[tokens]);
+        // index_select, not advanced indexing: its backward (index_add_) accumulates in a fixed order, so training is
+        // bit-deterministic on CPU.
+        var resid = hook_embed.call(W_E.index_select(0, tokens.flatten()).view(b, t, -1));
         if (W_pos is not null)
         {
-            resid = resid + hook_pos_embed.call(W_pos[positions]);
+            resid = resid + hook_pos_embed.call(W_pos.index_select(0, positions.flatten()).view(b, t, -1));
         }
         for (var l = 0; l < blocks.Count; l++)
         {

@@ -1,5 +1,5 @@
 using System.Text.Json.Nodes;
-using Pipelines.Activities.Common;
+using Pipelines.Models.Common;
 using Pipelines.Activities.Data;
 using Pipelines.Engine.Ledger;
 

@@ -1,4 +1,4 @@
-namespace Pipelines.Activities.Common;
+namespace Pipelines.Models.Common;
 
 /// <summary>
 /// SplitMix64: a tiny PRNG whose sequence is fixed by this code, not by the runtime version, so seeded sampling

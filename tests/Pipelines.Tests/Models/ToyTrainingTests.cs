@@ -1,0 +1,79 @@
+using Pipelines.Models.Checkpoints;
+using Pipelines.Models.Tokenizers;
+using Pipelines.Models.Training;
+using Xunit.Abstractions;
+using static TorchSharp.torch;
+
+namespace Pipelines.Tests.Models;
+
+public sealed class ToyTrainingTests(ITestOutputHelper output) : IDisposable
+{
+    private readonly string _dir = Path.Combine(Path.GetTempPath(), "pipelines-toy-" + Guid.NewGuid().ToString("N")[..8]);
+
+    [Theory]
+    [InlineData("ioi", 0.95)]
+    [InlineData("greater-than", 0.95)]
+    public void ToyModelsReachHighAccuracyOnTheirTask(string task, double required)
+    {
+        var options = new ToyTrainingOptions { Task = task, Seed = 1 };
+        var result = ToyTrainer.Train(options, Path.Combine(_dir, task));
+        output.WriteLine($"{task}: accuracy {result.Score.Accuracy:P1}, {result.Score.MetricName} {result.Score.Metric:F3}, loss {result.FinalLoss:F4}, {result.Duration.TotalSeconds:F1} s");
+        Assert.True(result.Score.Accuracy >= required, $"{task}: accuracy {result.Score.Accuracy:P1} < {required:P0}");
+
+        // The saved checkpoint is a real HF checkpoint with its tokenizer, and scores the same when reloaded.
+        using var loaded = Checkpoint.Load(Path.Combine(_dir, task));
+        var tokenizer = TokenizerLoader.FromDirectory(Path.Combine(_dir, task))!;
+        var again = ToyTrainer.Evaluate(loaded, tokenizer, ToyTasks.Generate(task, options.EvalExamples, options.Seed + 1_000_000_007));
+        Assert.Equal(result.Score.Accuracy, again.Accuracy);
+    }
+
+    [Fact]
+    public void TrainingIsDeterministicUnderASeedAndSavesIntermediateCheckpoints()
+    {
+        var options = new ToyTrainingOptions { Task = "ioi", Seed = 5, Steps = 40, CheckpointEvery = 20, EvalExamples = 32 };
+        var a = ToyTrainer.Train(options, Path.Combine(_dir, "a"), Path.Combine(_dir, "a-ckpt"));
+        var b = ToyTrainer.Train(options, Path.Combine(_dir, "b"), Path.Combine(_dir, "b-ckpt"));
+        Assert.Equal(File.ReadAllBytes(Path.Combine(_dir, "a", "model.safetensors")), File.ReadAllBytes(Path.Combine(_dir, "b", "model.safetensors")));
+        Assert.Equal([20, 40], a.Checkpoints.Select(c => c.Step));
+        Assert.True(File.Exists(Path.Combine(_dir, "a-ckpt", "step-000020", "model.safetensors")));
+        Assert.True(File.Exists(Path.Combine(_dir, "a-ckpt", "step-000020", "tokenizer.json")));
+        Assert.Equal(File.ReadAllBytes(Path.Combine(_dir, "a-ckpt", "step-000040", "model.safetensors")), File.ReadAllBytes(Path.Combine(_dir, "a", "model.safetensors")));
+        var c = ToyTrainer.Train(options with { Seed = 6, CheckpointEvery = 0 }, Path.Combine(_dir, "c"));
+        Assert.NotEqual(File.ReadAllBytes(Path.Combine(_dir, "a", "model.safetensors")), File.ReadAllBytes(Path.Combine(_dir, "c", "model.safetensors")));
+    }
+
+    [Fact]
+    public void ToyTasksMakeSameLengthCounterfactualPairs()
+    {
+        var tokenizer = ToyTrainer.Tokenizer();
+        foreach (var task in ToyTasks.Tasks)
+        {
+            foreach (var e in ToyTasks.Generate(task, 200, 3))
+            {
+                Assert.Equal(tokenizer.Encode(e.Clean).Count, tokenizer.Encode(e.Corrupted).Count);
+                Assert.DoesNotContain(ToyTasks.Unknown, tokenizer.Decode(tokenizer.Encode(e.Clean + " " + e.Correct)));
+                if (task == "ioi")
+                {
+                    var words = e.Clean.Split(' ');
+                    Assert.Equal(1, words.Count(w => w == e.Correct)); // the indirect object appears once
+                    Assert.Equal(2, words.Count(w => w == e.Incorrect)); // the subject twice
+                    Assert.Equal(1, e.Corrupted.Split(' ').Count(w => w == e.Incorrect)); // ABC: S2 replaced
+                }
+                else
+                {
+                    Assert.True(int.Parse(e.Correct) > e.Label);
+                    Assert.Contains(" 17 01 ", e.Corrupted);
+                }
+            }
+        }
+        Assert.Equal(ToyTasks.Generate("ioi", 10, 9), ToyTasks.Generate("ioi", 10, 9));
+    }
+
+    public void Dispose()
+    {
+        if (Directory.Exists(_dir))
+        {
+            Directory.Delete(_dir, recursive: true);
+        }
+    }
+}
