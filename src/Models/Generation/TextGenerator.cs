@@ -112,7 +112,7 @@ public sealed class TextGenerator(HookedTransformer model, ITextTokenizer tokeni
         var scaled = logits.to(ScalarType.Float32) / options.Temperature;
         if (options.TopK > 0 && options.TopK < scaled.shape[1])
         {
-            var kth = scaled.topk(options.TopK, -1).values[.., -1..];
+            var kth = scaled.topk(options.TopK, -1).values.narrow(-1, options.TopK - 1, 1);
             scaled = scaled.masked_fill(scaled < kth, float.NegativeInfinity);
         }
         if (options.TopP < 1.0)
