@@ -156,3 +156,32 @@ public sealed class TransformerTests
         Assert.Equal(0, logits[0, 1, 2].item<float>(), 4);
     }
 }
+
+public sealed class WeightProcessingTests
+{
+    [Theory]
+    [MemberData(nameof(TinyModels.All), MemberType = typeof(TinyModels))]
+    public void WeightProcessingLeavesLogProbabilitiesUnchanged(string arch)
+    {
+        using var model = TinyModels.Create(arch);
+        using var tokens = tensor(new long[,] { { 1, 5, 9, 2, 7, 3 }, { 4, 4, 8, 0, 1, 6 } });
+        using var before = model.Forward(tokens).log_softmax(-1);
+        WeightProcessing.FoldLayerNorm(model);
+        using var afterFold = model.Forward(tokens).log_softmax(-1);
+        WeightProcessing.CenterWritingWeights(model);
+        WeightProcessing.CenterUnembed(model);
+        WeightProcessing.FoldValueBiases(model);
+        using var after = model.Forward(tokens).log_softmax(-1);
+        Assert.True((before - afterFold).abs().max().item<float>() < 1e-4, "fold_ln changed the output");
+        Assert.True((before - after).abs().max().item<float>() < 1e-4, $"max |Δ log p| {(before - after).abs().max().item<float>()}");
+        Assert.True(model.ln_final.w.eq(1).all().item<bool>());
+        if (model.blocks[0].attn.b_V is { } bV && model.blocks[0].attn.b_O is not null)
+        {
+            Assert.Equal(0f, bV.abs().max().item<float>());
+        }
+        if (model.Config.Norm == NormKind.LayerNorm)
+        {
+            Assert.True(model.W_E.mean([-1L]).abs().max().item<float>() < 1e-5, "writing weights are centred");
+        }
+    }
+}
