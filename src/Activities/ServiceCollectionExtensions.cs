@@ -1,5 +1,7 @@
 using Microsoft.Extensions.DependencyInjection;
 using Pipelines.Activities.Data;
+using Pipelines.Activities.Models;
+using Pipelines.Activities.Training;
 using Pipelines.Activities.Reports;
 using Pipelines.Engine.Activities;
 using Pipelines.Engine.Planning;
@@ -15,8 +17,16 @@ public static class ServiceCollectionExtensions
         services.AddActivity<SampleActivity>();
         services.AddActivity<SplitActivity>();
         services.AddActivity<JsonReportActivity>();
+        services.AddActivity<ToyTaskActivity>();
+        services.AddActivity<LoadModelActivity>();
+        services.AddActivity<TrainToyActivity>();
+        services.AddActivity<EvaluateModelActivity>();
         services.AddActivityRegistry();
-        services.AddSingleton<ExecutionEnvironment>();
+        // What changes numerics enters every cache key: the libtorch version, dtype and device kind.
+        services.AddSingleton(_ => new ExecutionEnvironment()
+            .Set("torch", Pipelines.Models.Runtime.TorchRuntime.TorchVersion)
+            .Set("dtype", "float32")
+            .Set("device", Environment.GetEnvironmentVariable("PIPELINES_DEVICE") is { Length: > 0 } d && d != "auto" ? d : "cpu"));
         return services;
     }
 }

@@ -60,6 +60,7 @@ public static class Program
             InspectCommands.Runs(g),
             InspectCommands.Why(g),
             ArtifactCommands.Artifacts(g),
+            ModelCommands.Model(g),
         };
         root.Options.Add(g.Store);
         root.Options.Add(g.Verbose);

@@ -77,6 +77,9 @@ public static class Checkpoint
         SafetensorsFile.Write(Path.Combine(directory, WeightsFile), tensors);
     }
 
+    /// <summary>Opens the weights only to check them (every shard present, headers valid).</summary>
+    public static WeightSet OpenWeightsOrThrow(string directory) => OpenWeights(directory);
+
     /// <summary>The weight files of a checkpoint, one or sharded, as one name → tensor source.</summary>
     public static WeightSet OpenWeights(string directory)
     {
@@ -141,6 +144,9 @@ public sealed class WeightSet(string directory, Dictionary<string, SafetensorsFi
     public bool Has(string name) => byName.ContainsKey(name);
 
     public IReadOnlyCollection<string> Names => byName.Keys;
+
+    /// <summary>The stored dtype of a tensor (F32, BF16, ...).</summary>
+    public string DType(string name) => byName[name].Entries[name].DType;
 
     public Tensor Read(string name) => byName.TryGetValue(name, out var file)
         ? file.Read(name)

@@ -1,0 +1,44 @@
+using Pipelines.Engine.Activities;
+using Pipelines.Models.Checkpoints;
+
+namespace Pipelines.Activities.Models;
+
+/// <summary>Turns a HF checkpoint directory on disk into a Model artifact whose digest is the content of its files.</summary>
+[Activity("model.load", Version = 1, Category = "Models", Summary = "Load a HF checkpoint directory (config.json + safetensors + tokenizer) as a Model")]
+[Output("model", ArtifactKinds.Model, Help = "The checkpoint: config.json, safetensors and tokenizer files", MediaType = "inode/directory", FileName = "model", IsDirectory = true)]
+public sealed class LoadModelActivity : Activity<LoadModelActivity.Input>
+{
+    public sealed record Input
+    {
+        [Input("The checkpoint directory (config.json with model.safetensors or a sharded index)", IsPath = true)]
+        public required string Path { get; init; }
+    }
+
+    protected override Task ExecuteAsync(Input input, ActivityContext context)
+    {
+        if (!Directory.Exists(input.Path))
+        {
+            throw new ActivityException($"{input.Path}: expected a checkpoint directory, found a file");
+        }
+        var output = context.OutputDirectory("model");
+        var files = ModelArtifacts.CheckpointFiles.Select(f => System.IO.Path.Combine(input.Path, f)).Where(File.Exists).ToList();
+        var index = System.IO.Path.Combine(input.Path, Checkpoint.IndexFile);
+        if (File.Exists(index))
+        {
+            using var weights = Checkpoint.OpenWeightsOrThrow(input.Path);
+            files.AddRange(Directory.GetFiles(input.Path, "*.safetensors"));
+        }
+        foreach (var file in files.Distinct())
+        {
+            context.CancellationToken.ThrowIfCancellationRequested();
+            File.Copy(file, System.IO.Path.Combine(output, System.IO.Path.GetFileName(file)));
+        }
+        // Check it opens (config, every tensor, tokenizer) before it becomes an artifact.
+        var (model, tokenizer) = ModelArtifacts.Open(new Artifact("", ArtifactKinds.Model, "inode/directory", output, 0, true, "model"));
+        using (model)
+        {
+            context.Log($"{model.Config.Architecture}: {model.Config.NLayers} layers, d_model {model.Config.DModel}, {model.Config.ParameterCount():N0} parameters, tokenizer {tokenizer.Kind}");
+        }
+        return Task.CompletedTask;
+    }
+}

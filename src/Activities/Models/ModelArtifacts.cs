@@ -1,0 +1,33 @@
+using Pipelines.Engine.Activities;
+using Pipelines.Models.Checkpoints;
+using Pipelines.Models.Tokenizers;
+using Pipelines.Models.Transformer;
+
+namespace Pipelines.Activities.Models;
+
+/// <summary>Opening Model artifacts (HF checkpoint directories in the store) with clear errors.</summary>
+public static class ModelArtifacts
+{
+    /// <summary>The files that make a checkpoint; everything else in a directory is left out of the artifact.</summary>
+    public static readonly string[] CheckpointFiles =
+    [
+        "config.json", "generation_config.json", "model.safetensors", "model.safetensors.index.json", "tokenizer.json",
+        "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt",
+    ];
+
+    public static (HookedTransformer Model, ITextTokenizer Tokenizer) Open(Artifact model)
+    {
+        try
+        {
+            var loaded = Checkpoint.Load(model.Path);
+            var tokenizer = TokenizerLoader.FromDirectory(model.Path, loaded.Config.BosTokenId, loaded.Config.EosTokenId, loaded.Config.PadTokenId)
+                ?? (loaded.Config.Architecture == "gpt2" ? TokenizerLoader.Gpt2Reference() : null)
+                ?? throw new ActivityException("the model has no tokenizer.json or tokenizer.model");
+            return (loaded, tokenizer);
+        }
+        catch (CheckpointException e)
+        {
+            throw new ActivityException(e.Message, e);
+        }
+    }
+}

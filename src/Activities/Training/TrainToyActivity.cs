@@ -1,0 +1,86 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using FluentValidation;
+using Pipelines.Engine.Activities;
+using Pipelines.Models.Training;
+
+namespace Pipelines.Activities.Training;
+
+/// <summary>The toy tasks, as workflow values.</summary>
+public enum ToyTask { Ioi, GreaterThan }
+
+/// <summary>Trains a small transformer on a toy task with a known solution; saves HF checkpoints.</summary>
+[Activity("model.train-toy", Version = 1, Category = "Training", Summary = "Train a small GPT-2-style model on a toy task (IOI or greater-than); deterministic under a seed")]
+[Output("model", ArtifactKinds.Model, Help = "The trained model, a HF checkpoint with a word-level tokenizer", MediaType = "inode/directory", FileName = "model", IsDirectory = true)]
+[Output("checkpoints", ArtifactKinds.Model, Help = "Intermediate checkpoints step-NNNNNN/ (empty unless checkpointEvery > 0)", MediaType = "inode/directory", FileName = "checkpoints", IsDirectory = true)]
+[Output("metrics", ArtifactKinds.Json, Help = "Held-out accuracy, task metric and final loss", MediaType = "application/json", FileName = "metrics.json")]
+public sealed class TrainToyActivity : Activity<TrainToyActivity.Input>
+{
+    public sealed record Input
+    {
+        [Input("The task: ioi (indirect object identification) or greater-than")]
+        public ToyTask Task { get; init; } = ToyTask.Ioi;
+
+        [Input("Optimizer steps", Minimum = 1, Maximum = 1_000_000)]
+        public int Steps { get; init; } = 800;
+
+        [Input("Examples per step", Minimum = 1, Maximum = 4096)]
+        public int BatchSize { get; init; } = 64;
+
+        [Input("AdamW learning rate", Minimum = 0)]
+        public double LearningRate { get; init; } = 2e-3;
+
+        [Input("Seed for initialisation and data")]
+        public long Seed { get; init; }
+
+        [Input("Save an intermediate checkpoint every N steps (0: none)", Minimum = 0)]
+        public int CheckpointEvery { get; init; }
+
+        [Input("Width of the residual stream", Minimum = 8, Maximum = 4096)]
+        public int DModel { get; init; } = 64;
+
+        [Input("Number of layers", Minimum = 1, Maximum = 48)]
+        public int NLayers { get; init; } = 2;
+
+        [Input("Attention heads per layer", Minimum = 1, Maximum = 64)]
+        public int NHeads { get; init; } = 4;
+
+        [Input("MLP width", Minimum = 1, Maximum = 16384)]
+        public int DMlp { get; init; } = 256;
+    }
+
+    /// <summary>Heads must divide the width.</summary>
+    public sealed class Validator : AbstractValidator<Input>
+    {
+        public Validator()
+        {
+            RuleFor(i => i.NHeads).Must((i, h) => i.DModel % h == 0).WithMessage("expected nHeads to divide dModel");
+            RuleFor(i => i.LearningRate).GreaterThan(0).LessThan(1).WithMessage("expected a learning rate in (0, 1)");
+        }
+    }
+
+    protected override Task ExecuteAsync(Input input, ActivityContext context)
+    {
+        var options = new ToyTrainingOptions
+        {
+            Task = input.Task == ToyTask.Ioi ? "ioi" : "greater-than",
+            Steps = input.Steps, BatchSize = input.BatchSize, LearningRate = input.LearningRate, Seed = input.Seed,
+            CheckpointEvery = input.CheckpointEvery, DModel = input.DModel, NLayers = input.NLayers, NHeads = input.NHeads, DMlp = input.DMlp,
+        };
+        var result = ToyTrainer.Train(options, context.OutputDirectory("model"), context.OutputDirectory("checkpoints"),
+            (step, loss) => context.Report((double)step / input.Steps, $"step {step}, loss {loss:F4}"), context.CancellationToken);
+        var metrics = new JsonObject
+        {
+            ["task"] = options.Task,
+            ["steps"] = input.Steps,
+            ["heldOutExamples"] = result.Score.Examples,
+            ["accuracy"] = Math.Round(result.Score.Accuracy, 6),
+            [result.Score.MetricName.Replace(' ', '_')] = Math.Round(result.Score.Metric, 6),
+            ["finalLoss"] = Math.Round(result.FinalLoss, 6),
+            ["checkpoints"] = new JsonArray(result.Checkpoints.Select(c => (JsonNode?)$"step-{c.Step:D6}").ToArray()),
+        };
+        File.WriteAllText(context.OutputFile("metrics"), metrics.ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n");
+        context.Log($"{options.Task}: held-out accuracy {result.Score.Accuracy:P1}, {result.Score.MetricName} {result.Score.Metric:F3}");
+        return Task.CompletedTask;
+    }
+}
