@@ -15,12 +15,16 @@ namespace Pipelines.Bench;
 /// <summary>
 /// Engine overhead on a workflow of many trivial steps: one tiny load, then N independent data.sample steps.
 /// Reports ratios measured in one run (the machines are shared and noisy; absolute times are for context only).
-/// Usage: dotnet run -c Release --project bench/Pipelines.Bench [-- --steps 200 --parallel 1]
+/// Usage: dotnet run -c Release --project bench/Pipelines.Bench [-- --steps 200 --parallel 1]; `-- models` for the model runtime.
 /// </summary>
 public static class Program
 {
     public static async Task<int> Main(string[] args)
     {
+        if (args.FirstOrDefault() == "models")
+        {
+            return ModelBench.Run(args.Skip(1).ToArray());
+        }
         var steps = Arg(args, "--steps", 200);
         var parallel = Arg(args, "--parallel", 1);
         var root = Path.Combine(Path.GetTempPath(), "pipelines-bench-" + Guid.NewGuid().ToString("N")[..8]);

@@ -98,22 +98,23 @@ public sealed class Attention : nn.Module
             v = v.repeat_interleave(group, dim: 2);
         }
         long t = q.shape[1], s = k.shape[1];
-        var scores = einsum("bqhe,bkhe->bhqk", q, k) / Math.Sqrt(_cfg.HeadDim);
+        // Batched matmuls over views rather than einsum: no weight or activation permute copies on the hot path.
+        var scores = matmul(q.transpose(1, 2), k.permute(0, 2, 3, 1)) / Math.Sqrt(_cfg.HeadDim);
         // Causal over absolute positions: query i (at s - t + i) sees keys 0..s - t + i; padded keys are masked.
         var causal = ones(t, s, dtype: ScalarType.Bool, device: q.device).tril(s - t);
         var allowed = causal.unsqueeze(0).unsqueeze(0).logical_and(keyMask.to(ScalarType.Bool).unsqueeze(1).unsqueeze(1));
         scores = hook_attn_scores.call(scores.masked_fill(allowed.logical_not(), -1e9f));
         var pattern = hook_pattern.call(F.softmax(scores.to(ScalarType.Float32), -1).to(q.dtype));
-        var z = hook_z.call(einsum("bhqk,bkhe->bqhe", pattern, v));
+        var z = hook_z.call(matmul(pattern, v.transpose(1, 2)).transpose(1, 2));
         Tensor output;
         if (useResult)
         {
-            var result = hook_result.call(einsum("bqhe,hed->bqhd", z, W_O));
+            var result = hook_result.call(matmul(z.transpose(1, 2), W_O).transpose(1, 2));
             output = result.sum(2);
         }
         else
         {
-            output = einsum("bqhe,hed->bqd", z, W_O);
+            output = matmul(z.reshape(z.shape[0], z.shape[1], -1), W_O.view(-1, W_O.shape[2]));
         }
         return b_O is null ? output : output + b_O;
     }
@@ -130,11 +131,17 @@ public sealed class Attention : nn.Module
                 w = w.repeat_interleave(group, dim: 0);
                 bias = bias?.repeat_interleave(group, dim: 0);
             }
-            y = einsum("bthd,hde->bthe", x, w);
+            y = matmul(x.transpose(1, 2), w).transpose(1, 2);
+        }
+        else if (x.shape[1] >= 16)
+        {
+            // Many positions: one GEMM over the fused [d, H·dh] weight beats H small ones, despite the weight copy.
+            y = matmul(x, w.permute(1, 0, 2).reshape(w.shape[1], -1)).view(x.shape[0], x.shape[1], w.shape[0], w.shape[2]);
         }
         else
         {
-            y = einsum("btd,hde->bthe", x, w);
+            // Decode steps: per-head GEMMs over views, no weight copy.
+            y = matmul(x.unsqueeze(1), w).transpose(1, 2);
         }
         return bias is null ? y : y + bias;
     }

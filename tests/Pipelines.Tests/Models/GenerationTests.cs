@@ -8,7 +8,7 @@ using static TorchSharp.torch;
 
 namespace Pipelines.Tests.Models;
 
-public sealed class GenerationTests(ITestOutputHelper output)
+public sealed class GenerationTests
 {
     private static readonly WordLevelTokenizer Words = new(
         Enumerable.Range(0, 50).ToDictionary(i => i switch { 0 => "[PAD]", 1 => "[BOS]", 2 => "[EOS]", _ => $"w{i}" }, i => i), "[PAD]", 1, 2, 0);
@@ -79,6 +79,15 @@ public sealed class GenerationTests(ITestOutputHelper output)
         Assert.True(stopped.Tokens.Count <= 4);
     }
 
+}
+
+/// <summary>RSS is per process: this runs alone, never beside other tests that allocate.</summary>
+[CollectionDefinition("memory", DisableParallelization = true)]
+public sealed class MemoryCollection;
+
+[Collection("memory")]
+public sealed class MemoryTests(ITestOutputHelper output)
+{
     [Fact]
     public void FiveHundredForwardsKeepLiveTensorsAndRssBounded()
     {
