@@ -1,0 +1,99 @@
+using System.Text.Json.Nodes;
+using Pipelines.Models.Checkpoints;
+using Pipelines.Models.Training;
+using static TorchSharp.torch;
+
+namespace Pipelines.IntegrationTests;
+
+public sealed class ModelCliTests : IDisposable
+{
+    private readonly Cli _cli = new();
+
+    private string TrainedModel()
+    {
+        var dir = Path.Combine(_cli.Root, "model");
+        ToyTrainer.Train(new ToyTrainingOptions { Task = "greater-than", Steps = 150, Seed = 2, EvalExamples = 16 }, dir);
+        return dir;
+    }
+
+    [Fact]
+    public void InfoLogitsAndGenerateWorkOnAToyCheckpoint()
+    {
+        var dir = TrainedModel();
+        var info = _cli.Run("model", "info", dir);
+        Assert.True(info.ExitCode == 0, info.All);
+        Assert.Contains("gpt2", info.Stdout);
+        Assert.Contains("122,368", info.Stdout); // parameter count of the default toy config
+        Assert.Contains("wordlevel", info.Stdout);
+
+        var outFile = Path.Combine(_cli.Root, "logits.json");
+        var logits = _cli.Run("model", "logits", "--model", dir, "--tokens", "1,40,9,3", "--out", outFile);
+        Assert.True(logits.ExitCode == 0, logits.All);
+        var rows = JsonNode.Parse(File.ReadAllText(outFile))!["logits"]!.AsArray();
+        Assert.Equal(4, rows.Count);
+        using var model = Checkpoint.Load(dir);
+        using var expected = model.Forward(tensor(new long[] { 1, 40, 9, 3 }).unsqueeze(0))[0];
+        Assert.Equal(model.Config.DVocab, rows[0]!.AsArray().Count);
+        for (var t = 0; t < 4; t++)
+        {
+            for (var v = 0; v < model.Config.DVocab; v += 17)
+            {
+                Assert.Equal(expected[t, v].item<float>(), rows[t]![v]!.GetValue<float>());
+            }
+        }
+
+        var generated = _cli.Run("model", "generate", "--model", dir, "--prompt", "The war lasted from the year 17 45 to the year", "--prefill", "17", "--max-tokens", "1");
+        Assert.True(generated.ExitCode == 0, generated.All);
+        var year = int.Parse(generated.Stdout.Split('\n')[0].Trim().Split(' ')[^1]);
+        Assert.True(year > 45, $"the toy model continued with {year}");
+    }
+
+    [Fact]
+    public void BadModelInputsExitWithCode2()
+    {
+        Assert.Equal(2, _cli.Run("model", "info", Path.Combine(_cli.Root, "nothing")).ExitCode);
+        var dir = TrainedModel();
+        var bad = _cli.Run("model", "logits", "--model", dir, "--tokens", "1,x", "--out", "o.json");
+        Assert.Equal(2, bad.ExitCode);
+        Assert.Contains("--tokens", bad.Stderr);
+        Assert.Equal(2, _cli.Run("model", "logits", "--model", dir, "--tokens", "99999", "--out", "o.json").ExitCode);
+        File.WriteAllText(Path.Combine(dir, "model.safetensors"), "garbage");
+        var corrupt = _cli.Run("model", "info", dir);
+        Assert.Equal(2, corrupt.ExitCode);
+        Assert.Contains("model.safetensors", corrupt.Stderr);
+        Assert.DoesNotContain("   at ", corrupt.All);
+    }
+
+    [Fact]
+    public void TheQuickstartWorkflowRunsAndCaches()
+    {
+        var root = Pipelines.IntegrationTests.RepoPaths.Root();
+        Directory.CreateDirectory(Path.Combine(_cli.Root, "workflows"));
+        File.Copy(Path.Combine(root, "workflows", "quickstart.json"), Path.Combine(_cli.Root, "workflows", "quickstart.json"));
+        var first = _cli.Run("run", "workflows/quickstart.json", "--set", "steps=60");
+        Assert.True(first.ExitCode == 0, first.All);
+        var run = Cli.RunId(first.Stdout);
+        var metrics = JsonNode.Parse(File.ReadAllText(Path.Combine(_cli.Store, "runs", run, "outputs", "evaluate", "metrics.json")))!;
+        Assert.Equal(500, metrics["examples"]!.GetValue<int>());
+        Assert.Equal("logit difference", metrics["metric"]!.GetValue<string>());
+        var second = _cli.Run("run", "workflows/quickstart.json", "--set", "steps=60");
+        Assert.Contains("nothing to compute", second.Stdout);
+        var reproduced = _cli.Run("reproduce", run);
+        Assert.True(reproduced.ExitCode == 0, reproduced.All); // training is deterministic: same model digest
+    }
+
+    public void Dispose() => _cli.Dispose();
+}
+
+public static class RepoPaths
+{
+    public static string Root()
+    {
+        var dir = new DirectoryInfo(AppContext.BaseDirectory);
+        while (dir is not null && !File.Exists(Path.Combine(dir.FullName, "Pipelines.sln")))
+        {
+            dir = dir.Parent;
+        }
+        return dir!.FullName;
+    }
+}
