@@ -65,6 +65,82 @@ public sealed class TokenizerTests : IDisposable
         Assert.Equal(0, loaded.PadId);
     }
 
+    [Fact]
+    public void SentencePieceTokenizerModelLoadsAndEncodesByPieceScores()
+    {
+        // A minimal BPE SentencePiece model (the protobuf a Llama 2 tokenizer.model holds), written by hand:
+        // specials, characters, and the merge chain of "▁hello" and "▁world" with rising scores.
+        var pieces = new List<(string Piece, float Score, int Type)> { ("<unk>", 0, 2), ("<s>", 0, 3), ("</s>", 0, 3) };
+        foreach (var c in "▁helowrd")
+        {
+            pieces.Add((c.ToString(), -100, 1));
+        }
+        foreach (var word in new[] { "▁hello", "▁world" })
+        {
+            for (var n = 2; n <= word.Length; n++)
+            {
+                pieces.Add((word[..n], -50 + n, 1));
+            }
+        }
+        File.WriteAllBytes(Path.Combine(_dir, "tokenizer.model"), SentencePieceModel(pieces));
+        var sp = TokenizerLoader.FromDirectory(_dir)!;
+        Assert.Equal("sentencepiece", sp.Kind);
+        var hello = pieces.FindIndex(p => p.Piece == "▁hello");
+        var world = pieces.FindIndex(p => p.Piece == "▁world");
+        Assert.Equal([hello, world], sp.Encode("hello world"));
+        Assert.Equal("hello world", sp.Decode([hello, world]));
+        Assert.Equal(1, sp.BosId);
+        Assert.Equal(2, sp.EosId);
+    }
+
+    /// <summary>Encodes sentencepiece_model.proto's ModelProto: pieces (1), trainer_spec (2: BPE), normalizer_spec (3).</summary>
+    private static byte[] SentencePieceModel(IEnumerable<(string Piece, float Score, int Type)> pieces)
+    {
+        static void Varint(List<byte> o, ulong v)
+        {
+            while (v >= 0x80)
+            {
+                o.Add((byte)(v | 0x80));
+                v >>= 7;
+            }
+            o.Add((byte)v);
+        }
+        static void Bytes(List<byte> o, int field, byte[] data)
+        {
+            Varint(o, (ulong)(field << 3 | 2));
+            Varint(o, (ulong)data.Length);
+            o.AddRange(data);
+        }
+        static void Int(List<byte> o, int field, long value)
+        {
+            Varint(o, (ulong)(field << 3));
+            Varint(o, (ulong)value);
+        }
+        var model = new List<byte>();
+        foreach (var (piece, score, type) in pieces)
+        {
+            var p = new List<byte>();
+            Bytes(p, 1, Encoding.UTF8.GetBytes(piece));
+            Varint(p, 2 << 3 | 5);
+            p.AddRange(BitConverter.GetBytes(score));
+            Int(p, 3, type);
+            Bytes(model, 1, p.ToArray());
+        }
+        var trainer = new List<byte>();
+        Int(trainer, 3, 2); // model_type = BPE
+        Int(trainer, 40, 0); // unk_id
+        Int(trainer, 41, 1); // bos_id
+        Int(trainer, 42, 2); // eos_id
+        Bytes(model, 2, trainer.ToArray());
+        var normalizer = new List<byte>();
+        Bytes(normalizer, 1, Encoding.UTF8.GetBytes("identity"));
+        Int(normalizer, 3, 1); // add_dummy_prefix
+        Int(normalizer, 4, 1); // remove_extra_whitespaces
+        Int(normalizer, 5, 1); // escape_whitespaces
+        Bytes(model, 3, normalizer.ToArray());
+        return model.ToArray();
+    }
+
     [Theory]
     [InlineData("llama3", "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHow do I pick a lock?<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\nSure, here")]
     [InlineData("qwen2", "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nHow do I pick a lock?<|im_end|>\n<|im_start|>assistant\nSure, here")]
