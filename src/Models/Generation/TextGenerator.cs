@@ -1,3 +1,4 @@
+using Pipelines.Models.Runtime;
 using Pipelines.Models.Tokenizers;
 using Pipelines.Models.Transformer;
 using TorchSharp;
@@ -109,20 +110,20 @@ public sealed class TextGenerator(HookedTransformer model, ITextTokenizer tokeni
         {
             return logits.argmax(-1);
         }
-        var scaled = logits.to(ScalarType.Float32) / options.Temperature;
+        var scaled = logits.to(ScalarType.Float32).div(Scalars.Of(options.Temperature));
         if (options.TopK > 0 && options.TopK < scaled.shape[1])
         {
             var kth = scaled.topk(options.TopK, -1).values.narrow(-1, options.TopK - 1, 1);
-            scaled = scaled.masked_fill(scaled < kth, float.NegativeInfinity);
+            scaled = scaled.masked_fill(scaled.lt(kth), Scalars.Of(double.NegativeInfinity));
         }
         if (options.TopP < 1.0)
         {
             var (sorted, order) = scaled.sort(-1, descending: true);
             var cumulative = sorted.softmax(-1).cumsum(-1);
             // Drop a token when the mass before it already reaches top-p (the first token always stays).
-            var drop = (cumulative - sorted.softmax(-1)) >= options.TopP;
+            var drop = (cumulative - sorted.softmax(-1)).ge(Scalars.Of(options.TopP));
             var dropped = zeros_like(drop).scatter(-1, order, drop);
-            scaled = scaled.masked_fill(dropped, float.NegativeInfinity);
+            scaled = scaled.masked_fill(dropped, Scalars.Of(double.NegativeInfinity));
         }
         return multinomial(scaled.softmax(-1), 1, generator: generator).squeeze(-1);
     }

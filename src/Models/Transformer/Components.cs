@@ -1,3 +1,4 @@
+using Pipelines.Models.Runtime;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -32,7 +33,7 @@ public sealed class Norm : nn.Module<Tensor, Tensor>
         {
             h = h - h.mean([-1L], keepdim: true);
         }
-        var scale = hook_scale.call((h.pow(2).mean([-1L], keepdim: true) + _cfg.NormEps).sqrt());
+        var scale = hook_scale.call(h.square().mean([-1L], keepdim: true).add(Scalars.Of(_cfg.NormEps)).sqrt());
         var normalized = hook_normalized.call(h / scale).to(dtype);
         var y = normalized * w;
         return b is null ? y : y + b;
@@ -99,11 +100,11 @@ public sealed class Attention : nn.Module
         }
         long t = q.shape[1], s = k.shape[1];
         // Batched matmuls over views rather than einsum: no weight or activation permute copies on the hot path.
-        var scores = matmul(q.transpose(1, 2), k.permute(0, 2, 3, 1)) / Math.Sqrt(_cfg.HeadDim);
+        var scores = matmul(q.transpose(1, 2), k.permute(0, 2, 3, 1)).div(Scalars.Of(Math.Sqrt(_cfg.HeadDim)));
         // Causal over absolute positions: query i (at s - t + i) sees keys 0..s - t + i; padded keys are masked.
         var causal = ones(t, s, dtype: ScalarType.Bool, device: q.device).tril(s - t);
         var allowed = causal.unsqueeze(0).unsqueeze(0).logical_and(keyMask.to(ScalarType.Bool).unsqueeze(1).unsqueeze(1));
-        scores = hook_attn_scores.call(scores.masked_fill(allowed.logical_not(), -1e9f));
+        scores = hook_attn_scores.call(scores.masked_fill(allowed.logical_not(), Scalars.Of(-1e9)));
         var pattern = hook_pattern.call(F.softmax(scores.to(ScalarType.Float32), -1).to(q.dtype));
         var z = hook_z.call(matmul(pattern, v.transpose(1, 2)).transpose(1, 2));
         Tensor output;
@@ -153,7 +154,8 @@ public static class Rotary
     public static Tensor Apply(Tensor x, Tensor positions, int dims, double theta)
     {
         // x: [B,T,H,dh]; positions: [B,T]
-        var inv = pow(theta, -arange(0, dims, 2, dtype: ScalarType.Float64, device: x.device) / dims).to(ScalarType.Float32);
+        // inv_freq_i = theta^(-2i/dims), computed on the host in double (a handful of values).
+        var inv = tensor(Enumerable.Range(0, dims / 2).Select(i => (float)Math.Pow(theta, -2.0 * i / dims)).ToArray(), device: x.device);
         var freqs = positions.to(ScalarType.Float32).unsqueeze(-1) * inv; // [B,T,dims/2]
         var emb = cat([freqs, freqs], -1).unsqueeze(2); // [B,T,1,dims]
         var cos = emb.cos().to(x.dtype);
@@ -213,7 +215,7 @@ public sealed class Mlp : nn.Module<Tensor, Tensor>
 
     private Tensor Act(Tensor x) => _cfg.Act switch
     {
-        Activation.GeluNew => 0.5 * x * (1.0 + tanh(Math.Sqrt(2.0 / Math.PI) * (x + 0.044715 * x.pow(3)))),
+        Activation.GeluNew => x.mul(Scalars.Of(0.5)) * x.add(x.pow(Scalars.Of(3.0)).mul(Scalars.Of(0.044715))).mul(Scalars.Of(Math.Sqrt(2.0 / Math.PI))).tanh().add(Scalars.Of(1.0)),
         Activation.Gelu => F.gelu(x),
         Activation.Silu => F.silu(x),
         _ => F.relu(x),

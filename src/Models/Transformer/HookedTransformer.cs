@@ -135,7 +135,7 @@ public sealed class HookedTransformer : nn.Module
             var leaf = name.Split('.')[^1];
             if (leaf == "w")
             {
-                p.fill_(1);
+                p.fill_(Scalars.Of(1.0));
             }
             else if (leaf.StartsWith("b", StringComparison.Ordinal))
             {
@@ -161,7 +161,7 @@ public sealed class HookedTransformer : nn.Module
         var newMask = attentionMask ?? ones(b, t, dtype: ScalarType.Int64, device: tokens.device);
         var keyMask = cache is null ? newMask : cache.ExtendMask(newMask);
         // Position of each new token = number of real tokens before it (so left padding does not shift positions).
-        var positions = (keyMask.cumsum(1, ScalarType.Int64) - 1).clamp_min(0)[.., ^(int)t..];
+        var positions = keyMask.cumsum(1, ScalarType.Int64).sub(Scalars.Int(1)).clamp_min(Scalars.Int(0))[.., ^(int)t..];
 
         // index_select, not advanced indexing: its backward (index_add_) accumulates in a fixed order, so training is
         // bit-deterministic on CPU.

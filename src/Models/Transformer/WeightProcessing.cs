@@ -1,3 +1,4 @@
+using Pipelines.Models.Runtime;
 using static TorchSharp.torch;
 
 namespace Pipelines.Models.Transformer;
@@ -66,7 +67,7 @@ public static class WeightProcessing
         {
             norm.b!.copy_(biasFolded ? zeros_like(b) : b / w);
         }
-        norm.w.fill_(1);
+        norm.w.fill_(Scalars.Of(1.0));
     }
 
     /// <summary>Subtracts the d_model-mean from every weight that writes to the residual stream (LayerNorm models only).</summary>

@@ -1,3 +1,4 @@
+using Pipelines.Models.Runtime;
 using Pipelines.Models.Transformer;
 using static TorchSharp.torch;
 using F = TorchSharp.torch.nn.functional;
@@ -21,15 +22,15 @@ public static class HfReference
     {
         // q, k, v: [B, H, T, Dh]
         var t = q.shape[2];
-        var scores = matmul(q, k.transpose(-1, -2)) / Math.Sqrt(q.shape[3]);
+        var scores = matmul(q, k.transpose(-1, -2)).div(Scalars.Of(Math.Sqrt(q.shape[3])));
         var mask = ones(t, t, dtype: ScalarType.Bool).tril();
-        return matmul(F.softmax(scores.masked_fill(mask.logical_not(), float.NegativeInfinity), -1), v);
+        return matmul(F.softmax(scores.masked_fill(mask.logical_not(), Scalars.Of(double.NegativeInfinity)), -1), v);
     }
 
     private static Tensor RotateHalf(Tensor x, Tensor pos, int dims, double theta)
     {
         // x: [B, H, T, Dh]; HF apply_rotary_pos_emb on the first `dims` dims.
-        var inv = pow(theta, -arange(0, dims, 2, dtype: ScalarType.Float64) / dims).to(ScalarType.Float32);
+        var inv = tensor(Enumerable.Range(0, dims / 2).Select(i => (float)(1.0 / Math.Pow(theta, 2.0 * i / dims))).ToArray());
         var freqs = outer(pos.to(ScalarType.Float32), inv);
         var emb = cat([freqs, freqs], -1);
         var cos = emb.cos();
@@ -45,7 +46,7 @@ public static class HfReference
     {
         long b = tokens.shape[0], t = tokens.shape[1];
         int d = c.DModel, h = c.NHeads, dh = d / h;
-        var x = w("transformer.wte.weight")[tokens] + w("transformer.wpe.weight")[arange(t)];
+        var x = w("transformer.wte.weight")[tokens] + w("transformer.wpe.weight")[arange(Scalars.Int(t))];
         for (var l = 0; l < c.NLayers; l++)
         {
             var p = $"transformer.h.{l}.";
@@ -57,7 +58,7 @@ public static class HfReference
             x = x + matmul(y, w(p + "attn.c_proj.weight")) + w(p + "attn.c_proj.bias");
             var m = F.layer_norm(x, [d], w(p + "ln_2.weight"), w(p + "ln_2.bias"), c.NormEps);
             var pre = matmul(m, w(p + "mlp.c_fc.weight")) + w(p + "mlp.c_fc.bias");
-            var act = 0.5 * pre * (1 + tanh(Math.Sqrt(2 / Math.PI) * (pre + 0.044715 * pre.pow(3))));
+            var act = pre.mul(Scalars.Of(0.5)) * pre.add(pre.pow(Scalars.Of(3.0)).mul(Scalars.Of(0.044715))).mul(Scalars.Of(Math.Sqrt(2 / Math.PI))).tanh().add(Scalars.Of(1.0));
             x = x + matmul(act, w(p + "mlp.c_proj.weight")) + w(p + "mlp.c_proj.bias");
         }
         x = F.layer_norm(x, [d], w("transformer.ln_f.weight"), w("transformer.ln_f.bias"), c.NormEps);
@@ -69,7 +70,7 @@ public static class HfReference
         long b = tokens.shape[0], t = tokens.shape[1];
         int d = c.DModel, h = c.NHeads, dh = d / h;
         var x = w("gpt_neox.embed_in.weight")[tokens];
-        var pos = arange(t);
+        var pos = arange(Scalars.Int(t));
         for (var l = 0; l < c.NLayers; l++)
         {
             var p = $"gpt_neox.layers.{l}.";
@@ -92,10 +93,10 @@ public static class HfReference
     {
         long b = tokens.shape[0], t = tokens.shape[1];
         int d = c.DModel, h = c.NHeads, kv = c.KvHeads, dh = c.HeadDim;
-        Tensor Rms(Tensor z, Tensor weight) => z * rsqrt(z.pow(2).mean([-1L], keepdim: true) + c.NormEps) * weight;
+        Tensor Rms(Tensor z, Tensor weight) => z * rsqrt(z.square().mean([-1L], keepdim: true).add(Scalars.Of(c.NormEps))) * weight;
         Tensor Lin(Tensor z, string name, bool bias) => F.linear(z, w(name + ".weight"), bias ? w(name + ".bias") : null);
         var x = w("model.embed_tokens.weight")[tokens];
-        var pos = arange(t);
+        var pos = arange(Scalars.Int(t));
         for (var l = 0; l < c.NLayers; l++)
         {
             var p = $"model.layers.{l}.";
