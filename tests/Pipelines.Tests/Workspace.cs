@@ -15,11 +15,13 @@ public sealed class Workspace : IDisposable
 {
     private readonly ServiceProvider _services;
 
-    public Workspace()
+    public Workspace(Action<IServiceCollection>? extra = null)
     {
         Root = Path.Combine(Path.GetTempPath(), "pipelines-tests", Guid.NewGuid().ToString("N")[..12]);
         Directory.CreateDirectory(Root);
-        _services = new ServiceCollection().AddPipelinesActivities().BuildServiceProvider();
+        var collection = new ServiceCollection();
+        extra?.Invoke(collection);
+        _services = collection.AddPipelinesActivities().BuildServiceProvider();
         Store = new ArtifactStore(Path.Combine(Root, "artifacts"));
         Ledger = new SqliteRunLedger(Path.Combine(Store.Root, "ledger.db"));
         Runner = new InProcessRunner(Store, Ledger, _services.GetRequiredService<ExecutionEnvironment>(), _services);

@@ -185,3 +185,64 @@ public sealed class WeightProcessingTests
         }
     }
 }
+
+public sealed class InterventionTests
+{
+    private static Tensor Clean => tensor(new long[,] { { 1, 5, 9, 2, 7, 3 } });
+    private static Tensor Corrupt => tensor(new long[,] { { 1, 5, 4, 2, 7, 3 } });
+
+    private static float MaxDiff(Tensor a, Tensor b) => (a - b).abs().max().item<float>();
+
+    [Theory]
+    [MemberData(nameof(TinyModels.All), MemberType = typeof(TinyModels))]
+    public void PatchingTheWholeResidualStreamGivesTheSourceRun(string arch)
+    {
+        using var model = TinyModels.Create(arch);
+        var (clean, cache) = model.RunWithCache(Clean, n => n == "blocks.0.hook_resid_pre" || n.EndsWith("attn.hook_z"));
+        using (clean)
+        using (cache)
+        {
+            using var patched = Interventions.Run(model, Corrupt, [new Patch("blocks.0.hook_resid_pre", cache["blocks.0.hook_resid_pre"])]);
+            Assert.True(MaxDiff(clean, patched) < 1e-5);
+            // Patching only head 1's z at the corrupted position changes less than the whole stream, but something.
+            using var corrupt = model.Forward(Corrupt);
+            using var onePatch = Interventions.Run(model, Corrupt, [new Patch("blocks.1.attn.hook_z", cache["blocks.1.attn.hook_z"]) { Head = 1, Positions = [5] }]);
+            Assert.True(MaxDiff(onePatch, corrupt) > 0);
+            Assert.True(MaxDiff(onePatch[.., ..5], corrupt[.., ..5]) < 1e-6, "earlier positions are untouched");
+        }
+    }
+
+    [Fact]
+    public void AblatingAHeadEqualsZeroingItsSliceByHand()
+    {
+        using var model = TinyModels.Create("gpt2");
+        using var byPlan = Interventions.Run(model, Clean, [new Ablate("blocks.0.attn.hook_z") { Head = 2 }]);
+        using var byHand = model.RunWithHooks(Clean, [("blocks.0.attn.hook_z", (z, _) => { var c = z.clone(); c[.., .., 2] = 0; return c; })]);
+        Assert.Equal(0f, MaxDiff(byPlan, byHand));
+        var (_, cache) = model.RunWithCache(Clean, n => n == "blocks.0.attn.hook_result");
+        using (cache)
+        {
+            // Per-head results: ablating a head's result equals subtracting its contribution from attn_out.
+            using var viaResult = Interventions.Run(model, Clean, [new Ablate("blocks.0.attn.hook_result") { Head = 2 }]);
+            Assert.True(MaxDiff(viaResult, byHand) < 1e-5);
+        }
+    }
+
+    [Fact]
+    public void SteeringAddsAScaledDirectionAndZeroScaleChangesNothing()
+    {
+        using var model = TinyModels.Create("llama");
+        using var plain = model.Forward(Clean);
+        using var direction = randn(32);
+        using var none = Interventions.Run(model, Clean, [new Steer("blocks.1.hook_resid_post", direction, 0)]);
+        Assert.Equal(0f, MaxDiff(plain, none));
+        var (_, cache) = model.RunWithCache(Clean, n => n == "blocks.1.hook_resid_post");
+        using (cache)
+        {
+            using var steered = Interventions.Run(model, Clean, [new Steer("blocks.1.hook_resid_post", direction, 3) { Positions = [4] }]);
+            var expected = model.RunWithHooks(Clean, [("blocks.1.hook_resid_post", (x, _) => { var c = x.clone(); c[.., 4] += direction.mul(Pipelines.Models.Runtime.Scalars.Of(3)); return c; })]);
+            Assert.True(MaxDiff(steered, expected) < 1e-5);
+            Assert.True(MaxDiff(steered[.., 4], plain[.., 4]) > 1e-3);
+        }
+    }
+}
