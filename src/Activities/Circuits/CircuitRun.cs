@@ -52,7 +52,7 @@ public sealed class CircuitRun(HookedTransformer model, ComputationGraph graph)
     {
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
-        var values = zeros(tokens.shape[0], tokens.shape[1], graph.NForward, model.Config.DModel, device: tokens.device);
+        var values = zeros(tokens.shape[0], tokens.shape[1], graph.NForward, model.Config.DModel, dtype: model.W_E.dtype, device: tokens.device);
         model.RunWithHooks(tokens, SourceHooks((slot, value) => values[.., .., slot] += value), attentionMask, Split);
         return values.MoveToOuterDisposeScope();
     }

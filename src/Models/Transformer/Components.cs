@@ -25,10 +25,13 @@ public sealed class Norm : nn.Module<Tensor, Tensor>
         RegisterComponents();
     }
 
+    /// <summary>Norms and softmax compute in f32, or in f64 for f64 models.</summary>
+    public static ScalarType Wide(ScalarType dtype) => dtype == ScalarType.Float64 ? ScalarType.Float64 : ScalarType.Float32;
+
     public override Tensor forward(Tensor x)
     {
         var dtype = x.dtype;
-        var h = x.to(ScalarType.Float32);
+        var h = x.to(Wide(dtype));
         if (_cfg.Norm == NormKind.LayerNorm)
         {
             h = h - h.mean([-1L], keepdim: true);
@@ -105,7 +108,7 @@ public sealed class Attention : nn.Module
         var causal = ones(t, s, dtype: ScalarType.Bool, device: q.device).tril(s - t);
         var allowed = causal.unsqueeze(0).unsqueeze(0).logical_and(keyMask.to(ScalarType.Bool).unsqueeze(1).unsqueeze(1));
         scores = hook_attn_scores.call(scores.masked_fill(allowed.logical_not(), Scalars.Of(-1e9)));
-        var pattern = hook_pattern.call(F.softmax(scores.to(ScalarType.Float32), -1).to(q.dtype));
+        var pattern = hook_pattern.call(F.softmax(scores.to(Norm.Wide(q.dtype)), -1).to(q.dtype));
         var z = hook_z.call(matmul(pattern, v.transpose(1, 2)).transpose(1, 2));
         Tensor output;
         if (useResult)

@@ -35,11 +35,12 @@ public sealed class TransformerBlock : nn.Module
         Tensor qIn, kIn, vIn;
         if (options.SplitQkvInput)
         {
-            // Per-head copies of the residual, so each head's query/key/value input can be patched on its own.
-            var perHead = residPre.unsqueeze(2).expand(-1, -1, _cfg.NHeads, -1);
-            qIn = ln1.call(hook_q_input.call(perHead));
-            kIn = ln1.call(hook_k_input.call(perHead));
-            vIn = ln1.call(hook_v_input.call(perHead));
+            // Per-head copies of the residual, so each head's query/key/value input can be patched on its own. Each
+            // is its own view, so a gradient captured at one flows only through that input.
+            Tensor PerHead() => residPre.unsqueeze(2).expand(-1, -1, _cfg.NHeads, -1);
+            qIn = ln1.call(hook_q_input.call(PerHead()));
+            kIn = ln1.call(hook_k_input.call(PerHead()));
+            vIn = ln1.call(hook_v_input.call(PerHead()));
         }
         else
         {
@@ -48,11 +49,13 @@ public sealed class TransformerBlock : nn.Module
         var attnOut = hook_attn_out.call(attn.Forward(qIn, kIn, vIn, positions, keyMask, cache, options.UseAttnResult));
         if (_cfg.ParallelAttnMlp)
         {
-            var mlpOut = hook_mlp_out.call(mlp.call(ln2!.call(hook_mlp_in.call(residPre))));
+            var mlpOut = hook_mlp_out.call(mlp.call(ln2!.call(hook_mlp_in.call(residPre.view_as(residPre)))));
             return hook_resid_post.call(residPre + attnOut + mlpOut);
         }
         var residMid = hook_resid_mid.call(residPre + attnOut);
-        var mlpOutSeq = hook_mlp_out.call(mlp.call(ln2!.call(hook_mlp_in.call(residMid))));
+        // view_as: the MLP input is its own autograd node, so its gradient excludes the skip connection (TorchSharp alias()
+        // is the same node).
+        var mlpOutSeq = hook_mlp_out.call(mlp.call(ln2!.call(hook_mlp_in.call(residMid.view_as(residMid)))));
         return hook_resid_post.call(residMid + mlpOutSeq);
     }
 }

@@ -1,0 +1,64 @@
+using Pipelines.Activities.Circuits;
+using Pipelines.Models.Transformer;
+using TorchSharp;
+using Pipelines.Tests.Models;
+using Xunit.Abstractions;
+using static TorchSharp.torch;
+
+namespace Pipelines.Tests.Circuits;
+
+public sealed class AttributionTests(ITestOutputHelper output)
+{
+    private static Tensor Clean => tensor(new long[,] { { 1, 5, 9, 2, 7, 3 }, { 1, 8, 8, 4, 6, 2 } });
+    private static Tensor Corrupt => tensor(new long[,] { { 1, 5, 4, 2, 7, 3 }, { 1, 8, 3, 4, 6, 2 } });
+
+    /// <summary>ℒ = −mean logit difference at the last position (token 9 vs 4, and 8 vs 3).</summary>
+    private static Tensor Loss(Tensor logits)
+    {
+        var last = logits[.., -1];
+        return -(last[0, 9] - last[0, 4] + last[1, 8] - last[1, 3]) / 2;
+    }
+
+    [Fact]
+    public void EapEqualsExactPatchingWhereTheModelIsLinearInTheEdges()
+    {
+        // RMSNorm with a huge epsilon divides by a near-constant √eps: every norm is linear, attention patterns are
+        // uniform (q·k ≈ 0), and the gated MLP is second order. The model is linear in each edge, so the first-order
+        // estimate (EAP) must equal real patching.
+        var config = TinyModels.Llama with { NormEps = 1e8, NKvHeads = 4 };
+        using var model = new HookedTransformer(config).InitWeights(3, std: 0.5);
+        model.to(ScalarType.Float64); // the effects are tiny (everything is divided by √eps): compare in f64
+        var graph = ComputationGraph.For(config);
+        var attribution = new EdgeAttribution(model, graph);
+        using var eap = attribution.Eap(Clean, Corrupt, Loss);
+        using var exact = attribution.Exact(Clean, Corrupt, Loss);
+        var scale = exact.abs().max().item<double>();
+        var worst = (eap - exact).abs().max().item<double>();
+        output.WriteLine($"{graph.EdgeCount} edges, max |exact| {scale:E3}, max |EAP − exact| {worst:E3}");
+        foreach (var (f, b) in graph.Edges().OrderByDescending(e => Math.Abs(exact[e.F, e.B].item<double>() - eap[e.F, e.B].item<double>())).Take(8))
+        {
+            output.WriteLine($"  {graph.EdgeName(f, b),-22} exact {exact[f, b].item<double>():E3}  eap {eap[f, b].item<double>():E3}");
+        }
+        Assert.True(scale > 0);
+        Assert.True(worst <= 1e-3 * scale, $"max |EAP − exact| {worst} vs max |exact| {scale}");
+    }
+
+    [Fact]
+    public void OnANonlinearModelEapAndExactDifferButAgreeOnTheDirectEdgesToTheLogitsInSign()
+    {
+        using var model = TinyModels.Create("gpt2");
+        var graph = ComputationGraph.For(model.Config);
+        var attribution = new EdgeAttribution(model, graph);
+        using var eap = attribution.Eap(Clean, Corrupt, Loss);
+        using var exact = attribution.Exact(Clean, Corrupt, Loss);
+        Assert.True((eap - exact).abs().max().item<float>() > 1e-4, "a nonlinear model should show first-order error");
+        // Scores sit only on real edges.
+        for (var b = 0; b < graph.NBackward; b++)
+        {
+            Assert.Equal(0f, eap[graph.PrevIndex(b).., b].abs().sum().item<float>());
+        }
+        using var corr = stack([eap.flatten(), exact.flatten()]).corrcoef();
+        output.WriteLine($"correlation EAP vs exact: {corr[0, 1].item<float>():F3}");
+        Assert.True(corr[0, 1].item<float>() > 0.5);
+    }
+}
