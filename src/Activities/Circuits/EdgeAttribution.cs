@@ -15,18 +15,51 @@ public sealed class EdgeAttribution(HookedTransformer model, ComputationGraph gr
     /// EAP (Syed et al.): s(u→v) = (1/N) Σ_n Σ_p Σ_i Δ_u · ∂ℒ_n/∂I_v, with Δ_u = z_u(corrupted) − z_u(clean) and the
     /// gradient at the clean input. <paramref name="loss"/> maps logits to the mean loss over the batch.
     /// </summary>
-    public Tensor Eap(Tensor clean, Tensor corrupted, Func<Tensor, Tensor> loss, Tensor? attentionMask = null)
+    public Tensor Eap(Tensor clean, Tensor corrupted, Func<Tensor, Tensor> loss, Tensor? attentionMask = null) =>
+        Integrated(clean, corrupted, loss, [1.0], attentionMask);
+
+    /// <summary>
+    /// EAP-IG-inputs (Hanna et al. 2024): the gradient at each destination averaged over m runs whose token
+    /// embeddings are interpolated, e' + α(e − e'). We use the paper's α ∈ {1/m, 2/m, …, 1}, which includes the clean
+    /// endpoint (so m = 1 is EAP); EAP-IG's current code uses {0, …, (m−1)/m}. Default m = 5, as MIB.
+    /// </summary>
+    public Tensor EapIgInputs(Tensor clean, Tensor corrupted, Func<Tensor, Tensor> loss, int steps = 5, Tensor? attentionMask = null) =>
+        Integrated(clean, corrupted, loss, Enumerable.Range(1, steps).Select(k => (double)k / steps).ToArray(), attentionMask);
+
+    /// <summary>clean-corrupted: the gradient averaged over the clean and the corrupted inputs (α ∈ {0, 1}).</summary>
+    public Tensor CleanCorrupted(Tensor clean, Tensor corrupted, Func<Tensor, Tensor> loss, Tensor? attentionMask = null) =>
+        Integrated(clean, corrupted, loss, [0.0, 1.0], attentionMask);
+
+    private Tensor Integrated(Tensor clean, Tensor corrupted, Func<Tensor, Tensor> loss, double[] alphas, Tensor? attentionMask)
     {
         var run = new CircuitRun(model, graph);
         using var scope = NewDisposeScope();
-        var delta = run.SourceValues(corrupted, attentionMask) - run.SourceValues(clean, attentionMask);
+        var cleanValues = run.SourceValues(clean, attentionMask);
+        var corruptValues = run.SourceValues(corrupted, attentionMask);
+        var delta = corruptValues - cleanValues;
+        var embedClean = cleanValues[.., .., 0];
+        var embedCorrupt = corruptValues[.., .., 0];
+        var grads = new Dictionary<string, Tensor>(StringComparer.Ordinal);
         var names = DestinationHooks().ToList();
-        using var capture = new GradientCapture(model, names);
-        using (enable_grad())
+        foreach (var alpha in alphas)
         {
-            var logits = model.Forward(clean, attentionMask, options: Split);
-            loss(logits).backward();
+            using var step = NewDisposeScope();
+            using var capture = new GradientCapture(model, names);
+            var interpolated = embedCorrupt + (embedClean - embedCorrupt).mul(Pipelines.Models.Runtime.Scalars.Of(alpha));
+            using var embed = model.Hook("hook_embed").Add((_, _) => alpha == 1.0 ? null : interpolated);
+            using (enable_grad())
+            {
+                var logits = model.Forward(clean, attentionMask, options: Split);
+                loss(logits).backward();
+            }
+            foreach (var name in names)
+            {
+                var g = capture.Grad(name).detach().clone();
+                grads[name] = grads.TryGetValue(name, out var sum) ? (sum + g).MoveToOuterDisposeScope() : g.MoveToOuterDisposeScope();
+            }
+            model.zero_grad();
         }
+        var count = Pipelines.Models.Runtime.Scalars.Of(alphas.Length);
         var scores = zeros(graph.NForward, graph.NBackward, dtype: Norm.Wide(delta.dtype)); // f32 accumulation (f64 models: f64)
         for (var l = 0; l < graph.Layers; l++)
         {
@@ -34,15 +67,14 @@ public sealed class EdgeAttribution(HookedTransformer model, ComputationGraph gr
             {
                 var first = graph.HeadInputIndex(l, 0, qkv);
                 var prev = graph.PrevIndex(first);
-                var grad = capture.Grad($"blocks.{l}.hook_{qkv}_input"); // [B,T,H,d]
+                var grad = grads[$"blocks.{l}.hook_{qkv}_input"].div(count); // [B,T,H,d]
                 scores[..prev, first..(first + graph.Heads)] += einsum("btfd,bthd->fh", delta[.., .., ..prev], grad);
             }
             var mlp = graph.MlpInputIndex(l);
             var mlpPrev = graph.PrevIndex(mlp);
-            scores[..mlpPrev, mlp] += einsum("btfd,btd->f", delta[.., .., ..mlpPrev], capture.Grad($"blocks.{l}.hook_mlp_in"));
+            scores[..mlpPrev, mlp] += einsum("btfd,btd->f", delta[.., .., ..mlpPrev], grads[$"blocks.{l}.hook_mlp_in"].div(count));
         }
-        scores[.., graph.LogitsIndex] += einsum("btfd,btd->f", delta, capture.Grad($"blocks.{graph.Layers - 1}.hook_resid_post"));
-        model.zero_grad();
+        scores[.., graph.LogitsIndex] += einsum("btfd,btd->f", delta, grads[$"blocks.{graph.Layers - 1}.hook_resid_post"].div(count));
         return scores.MoveToOuterDisposeScope();
     }
 

@@ -61,4 +61,38 @@ public sealed class AttributionTests(ITestOutputHelper output)
         output.WriteLine($"correlation EAP vs exact: {corr[0, 1].item<float>():F3}");
         Assert.True(corr[0, 1].item<float>() > 0.5);
     }
+
+    [Fact]
+    public void EapIgWithOneStepIsEapAndIntegratedInputEdgesApproachTheExactTotalEffect()
+    {
+        using var model = TinyModels.Create("gpt2");
+        model.to(ScalarType.Float64);
+        var graph = ComputationGraph.For(model.Config);
+        var attribution = new EdgeAttribution(model, graph);
+        using var eap = attribution.Eap(Clean, Corrupt, Loss);
+        using var ig1 = attribution.EapIgInputs(Clean, Corrupt, Loss, steps: 1);
+        Assert.Equal(0.0, (eap - ig1).abs().max().item<double>(), 12);
+
+        // Completeness: only the input node differs between the runs, so patching all of its edges exactly is the
+        // corrupted run. Σ_v s(input→v) is a Riemann sum of ∫ ∂ℒ/∂e · (e' − e) dα → ℒ(corrupted) − ℒ(clean).
+        using var clean = model.Forward(Clean);
+        using var corrupt = model.Forward(Corrupt);
+        var exactTotal = Loss(corrupt).item<double>() - Loss(clean).item<double>();
+        var errors = new List<double>();
+        foreach (var m in new[] { 1, 4, 16, 64 })
+        {
+            using var ig = attribution.EapIgInputs(Clean, Corrupt, Loss, steps: m);
+            var total = ig[0].sum().item<double>();
+            errors.Add(Math.Abs(total - exactTotal));
+            output.WriteLine($"m = {m,2}: Σ s(input→·) = {total:F6}, exact total effect {exactTotal:F6}, error {errors[^1]:E2}");
+        }
+        for (var i = 1; i < errors.Count; i++)
+        {
+            Assert.True(errors[i] < errors[i - 1], "the error should shrink as m grows");
+        }
+        Assert.True(errors[^1] < 0.02 * Math.Abs(exactTotal) + 1e-9, $"m = 64 error {errors[^1]} vs total {exactTotal}");
+
+        using var cc = attribution.CleanCorrupted(Clean, Corrupt, Loss);
+        Assert.True((cc - eap).abs().max().item<double>() > 0); // averages in the corrupted-point gradient
+    }
 }
