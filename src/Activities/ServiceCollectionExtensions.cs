@@ -1,5 +1,7 @@
 using Microsoft.Extensions.DependencyInjection;
+using Pipelines.Activities.Circuits;
 using Pipelines.Activities.Data;
+using Pipelines.Activities.Faithfulness;
 using Pipelines.Activities.Models;
 using Pipelines.Activities.Training;
 using Pipelines.Activities.Reports;
@@ -21,6 +23,8 @@ public static class ServiceCollectionExtensions
         services.AddActivity<LoadModelActivity>();
         services.AddActivity<TrainToyActivity>();
         services.AddActivity<EvaluateModelActivity>();
+        services.AddActivity<AttributeActivity>();
+        services.AddActivity<FaithfulnessActivity>();
         services.AddActivityRegistry();
         // What changes numerics enters every cache key: the libtorch version, dtype and device kind.
         services.AddSingleton(_ => new ExecutionEnvironment()

@@ -74,8 +74,28 @@ public sealed class ModelCliTests : IDisposable
         Assert.True(first.ExitCode == 0, first.All);
         var run = Cli.RunId(first.Stdout);
         var metrics = JsonNode.Parse(File.ReadAllText(Path.Combine(_cli.Store, "runs", run, "outputs", "evaluate", "metrics.json")))!;
-        Assert.Equal(500, metrics["examples"]!.GetValue<int>());
+        Assert.Equal(256, metrics["examples"]!.GetValue<int>());
         Assert.Equal("logit difference", metrics["metric"]!.GetValue<string>());
+
+        // Circuit discovery ran too: every edge scored, and the faithfulness curve is anchored at both ends
+        // (the full graph reproduces the model's metric; the 0-edge circuit the empty circuit's).
+        var faithfulness = JsonNode.Parse(File.ReadAllText(Path.Combine(_cli.Store, "runs", run, "outputs", "faithfulness", "faithfulness.json")))!;
+        Assert.Equal(110, faithfulness["edges"]!.GetValue<int>()); // 2 layers × 4 heads
+        foreach (var ranking in new[] { "signed", "absolute" })
+        {
+            var curve = faithfulness[ranking]!.AsArray();
+            Assert.Equal(10, curve.Count);
+            Assert.Equal(0, curve[0]!["edges"]!.GetValue<int>());
+            Assert.Equal(faithfulness["mEmpty"]!.GetValue<double>(), curve[0]!["metric"]!.GetValue<double>(), 4);
+            Assert.Equal(110, curve[9]!["edges"]!.GetValue<int>());
+            Assert.Equal(faithfulness["mFull"]!.GetValue<double>(), curve[9]!["metric"]!.GetValue<double>(), 4);
+        }
+        var graph = JsonNode.Parse(File.ReadAllText(Path.Combine(_cli.Store, "runs", run, "outputs", "attribute", "graph.json")))!;
+        Assert.Equal(2, graph["cfg"]!["n_layers"]!.GetValue<int>());
+        Assert.Equal(12, graph["nodes"]!.AsObject().Count); // input, 8 heads, 2 MLPs, logits
+        Assert.Equal(110, graph["edges"]!.AsObject().Count);
+        Assert.True(graph["edges"]!["m1->logits"]!["score"] is not null);
+        Assert.True(File.Exists(Path.Combine(_cli.Store, "runs", run, "outputs", "attribute", "scores", "scores.safetensors")));
         var second = _cli.Run("run", "workflows/quickstart.json", "--set", "steps=60");
         Assert.Contains("nothing to compute", second.Stdout);
         var reproduced = _cli.Run("reproduce", run);

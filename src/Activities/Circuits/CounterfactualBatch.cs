@@ -1,0 +1,159 @@
+using System.Text.Json.Nodes;
+using Pipelines.Engine.Activities;
+using Pipelines.Models.Runtime;
+using Pipelines.Models.Tokenizers;
+using Pipelines.Models.Transformer;
+using static TorchSharp.torch;
+using F = TorchSharp.torch.nn.functional;
+
+namespace Pipelines.Activities.Circuits;
+
+/// <summary>
+/// Counterfactual pairs as tensors: clean and corrupted ids [N, T] (BOS-prefixed when the model expects it,
+/// right-padded), the mask of real tokens, each row's last real position, and the answers. Pairs whose clean and
+/// corrupted prompts tokenize to different lengths are dropped and counted, as MIB does.
+/// </summary>
+public sealed class CounterfactualBatch : IDisposable
+{
+    private CounterfactualBatch(Tensor clean, Tensor corrupted, Tensor mask, Tensor last, Tensor correct, Tensor incorrect, int[]? labels, int dropped, long[]? years)
+    {
+        Clean = clean;
+        Corrupted = corrupted;
+        Mask = mask;
+        Last = last;
+        Correct = correct;
+        Incorrect = incorrect;
+        Labels = labels;
+        Dropped = dropped;
+        _years = years;
+    }
+
+    private readonly long[]? _years;
+
+    public Tensor Clean { get; }
+    public Tensor Corrupted { get; }
+    public Tensor Mask { get; }
+    public Tensor Last { get; }
+    public Tensor Correct { get; }
+    public Tensor Incorrect { get; }
+    /// <summary>Greater-than rows: the start year YY; the metric is then the probability difference.</summary>
+    public int[]? Labels { get; }
+    public int Dropped { get; }
+    public int Count => (int)Clean.shape[0];
+
+    public string MetricName => Labels is null ? "logit difference" : "probability difference";
+
+    /// <summary>Reads rows with "clean", "corrupted" and either "correct"/"incorrect" answer words or a two-digit "label".</summary>
+    public static CounterfactualBatch FromRows(IReadOnlyList<JsonObject> rows, ITextTokenizer tokenizer, TransformerConfig config, int limit = 0)
+    {
+        var cleanIds = new List<List<int>>();
+        var corruptIds = new List<List<int>>();
+        var correct = new List<long>();
+        var incorrect = new List<long>();
+        var labels = new List<int>();
+        var dropped = 0;
+        var prefix = config.DefaultPrependBos && tokenizer.BosId is { } bos ? new List<int> { bos } : [];
+        int Token(string word, int row)
+        {
+            var ids = tokenizer.Encode(word);
+            return ids.Count == 1 ? ids[0] : throw new ActivityException($"dataset, row {row + 1}: the answer \"{word}\" is not a single token for this model's tokenizer");
+        }
+        for (var i = 0; i < rows.Count && (limit <= 0 || cleanIds.Count < limit); i++)
+        {
+            var row = rows[i];
+            string Field(string name) => row[name] is JsonValue v && v.TryGetValue<string>(out var s) ? s
+                : throw new ActivityException($"dataset, row {i + 1}: expected a string field \"{name}\"");
+            var c = prefix.Concat(tokenizer.Encode(Field("clean"))).ToList();
+            var k = prefix.Concat(tokenizer.Encode(Field("corrupted"))).ToList();
+            if (c.Count != k.Count)
+            {
+                dropped++;
+                continue;
+            }
+            cleanIds.Add(c);
+            corruptIds.Add(k);
+            if (row["label"] is JsonValue label)
+            {
+                labels.Add(label.TryGetValue<int>(out var yy) ? yy : int.Parse(label.ToString(), System.Globalization.CultureInfo.InvariantCulture));
+                correct.Add(0);
+                incorrect.Add(0);
+            }
+            else
+            {
+                correct.Add(Token(Field("correct"), i));
+                incorrect.Add(Token(Field("incorrect"), i));
+            }
+        }
+        if (cleanIds.Count == 0)
+        {
+            throw new ActivityException($"no usable pairs: {dropped} dropped because clean and corrupted prompts tokenize to different lengths");
+        }
+        if (labels.Count != 0 && labels.Count != cleanIds.Count)
+        {
+            throw new ActivityException("the dataset mixes rows with \"label\" (greater-than) and rows with \"correct\"/\"incorrect\"");
+        }
+        long[]? years = null;
+        if (labels.Count > 0)
+        {
+            years = Enumerable.Range(0, 100).Select(y => (long)Token(y.ToString("00", System.Globalization.CultureInfo.InvariantCulture), 0)).ToArray();
+        }
+        var width = cleanIds.Max(r => r.Count);
+        var pad = tokenizer.PadId ?? tokenizer.EosId ?? 0;
+        long[,] Pack(List<List<int>> rows2)
+        {
+            var a = new long[rows2.Count, width];
+            for (var r = 0; r < rows2.Count; r++)
+            {
+                for (var t = 0; t < width; t++)
+                {
+                    a[r, t] = t < rows2[r].Count ? rows2[r][t] : pad;
+                }
+            }
+            return a;
+        }
+        var mask = new long[cleanIds.Count, width];
+        for (var r = 0; r < cleanIds.Count; r++)
+        {
+            for (var t = 0; t < cleanIds[r].Count; t++)
+            {
+                mask[r, t] = 1;
+            }
+        }
+        return new CounterfactualBatch(tensor(Pack(cleanIds)), tensor(Pack(corruptIds)), tensor(mask),
+            tensor(cleanIds.Select(r => (long)r.Count - 1).ToArray()), tensor(correct.ToArray()), tensor(incorrect.ToArray()),
+            labels.Count > 0 ? labels.ToArray() : null, dropped, years);
+    }
+
+    /// <summary>A slice of the batch (rows [start, start+count)) with its own tensors.</summary>
+    public (Tensor Clean, Tensor Corrupted, Tensor Mask, Func<Tensor, Tensor> PerExample) Slice(int start, int count)
+    {
+        var range = TensorIndex.Slice(start, start + count);
+        var last = Last[range];
+        var correct = Correct[range];
+        var incorrect = Incorrect[range];
+        var labels = Labels?[start..(start + count)];
+        var years = _years;
+        Tensor PerExample(Tensor logits)
+        {
+            if (labels is null || years is null)
+            {
+                return CircuitRun.LogitDifference(logits, last, correct, incorrect);
+            }
+            var rows = arange(Scalars.Int(logits.shape[0]));
+            var probs = F.softmax(logits[rows, last], -1).index_select(1, tensor(years)); // [n, 100]
+            var above = arange(Scalars.Int(100)).unsqueeze(0).gt(tensor(labels.Select(l => (long)l).ToArray()).unsqueeze(1));
+            return where(above, probs, probs.neg()).sum(-1);
+        }
+        return (Clean[range], Corrupted[range], Mask[range], PerExample);
+    }
+
+    public void Dispose()
+    {
+        Clean.Dispose();
+        Corrupted.Dispose();
+        Mask.Dispose();
+        Last.Dispose();
+        Correct.Dispose();
+        Incorrect.Dispose();
+    }
+}
