@@ -25,6 +25,10 @@ public static class Program
         {
             return ModelBench.Run(args.Skip(1).ToArray());
         }
+        if (args.FirstOrDefault() == "attribution")
+        {
+            return AttributionBench.Run(args.Skip(1).ToArray());
+        }
         var steps = Arg(args, "--steps", 200);
         var parallel = Arg(args, "--parallel", 1);
         var root = Path.Combine(Path.GetTempPath(), "pipelines-bench-" + Guid.NewGuid().ToString("N")[..8]);

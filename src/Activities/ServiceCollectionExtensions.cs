@@ -25,6 +25,7 @@ public static class ServiceCollectionExtensions
         services.AddActivity<EvaluateModelActivity>();
         services.AddActivity<AttributeActivity>();
         services.AddActivity<FaithfulnessActivity>();
+        services.AddActivity<PruneActivity>();
         services.AddActivityRegistry();
         // What changes numerics enters every cache key: the libtorch version, dtype and device kind.
         services.AddSingleton(_ => new ExecutionEnvironment()
