@@ -20,6 +20,7 @@ public static class ServiceCollectionExtensions
         services.AddActivity<SplitActivity>();
         services.AddActivity<JsonReportActivity>();
         services.AddActivity<ToyTaskActivity>();
+        services.AddActivity<ImportCounterfactualActivity>();
         services.AddActivity<LoadModelActivity>();
         services.AddActivity<TrainToyActivity>();
         services.AddActivity<EvaluateModelActivity>();

@@ -78,6 +78,12 @@ public sealed class CounterfactualBatch : IDisposable
                 correct.Add(0);
                 incorrect.Add(0);
             }
+            else if (row["correct_idx"] is JsonValue good && row["incorrect_idx"] is JsonValue bad)
+            {
+                // EAP-IG's IOI files give the answers as token ids of the model they were made for.
+                correct.Add(good.GetValue<long>());
+                incorrect.Add(bad.GetValue<long>());
+            }
             else
             {
                 correct.Add(Token(Field("correct"), i));
@@ -91,6 +97,10 @@ public sealed class CounterfactualBatch : IDisposable
         if (labels.Count != 0 && labels.Count != cleanIds.Count)
         {
             throw new ActivityException("the dataset mixes rows with \"label\" (greater-than) and rows with \"correct\"/\"incorrect\"");
+        }
+        if (correct.Concat(incorrect).FirstOrDefault(id => id < 0 || id >= config.DVocab) is var outside && outside != 0 && (outside < 0 || outside >= config.DVocab))
+        {
+            throw new ActivityException($"answer token id {outside} is outside this model's vocabulary (0..{config.DVocab - 1}): the dataset's ids were made for another tokenizer");
         }
         long[]? years = null;
         if (labels.Count > 0)

@@ -44,11 +44,18 @@ public sealed class SchemaTests : IDisposable
         var root = RepoRoot();
         var files = Directory.GetFiles(Path.Combine(root, "workflows"), "*.json").Where(f => !f.EndsWith("workflow.schema.json")).ToList();
         Assert.NotEmpty(files);
+        // mib-circuit.json needs a checkpoint directory: a tiny saved model stands in for the user's.
+        var checkpoint = Path.Combine(_ws.Root, "checkpoint");
+        using (var tiny = Pipelines.Tests.Models.TinyModels.Create("gpt2"))
+        {
+            Pipelines.Models.Checkpoints.Checkpoint.Save(tiny, checkpoint);
+        }
         foreach (var file in files)
         {
             var json = File.ReadAllText(file);
             Assert.Equal("./workflow.schema.json", JsonNode.Parse(json)!["$schema"]!.GetValue<string>());
-            var plan = _ws.Compiler.CompileText(json, file, new Dictionary<string, string>(), new Pipelines.Engine.Validation.PathPolicy(root, []));
+            var overrides = Path.GetFileName(file) == "mib-circuit.json" ? new Dictionary<string, string> { ["model"] = checkpoint } : new Dictionary<string, string>();
+            var plan = _ws.Compiler.CompileText(json, file, overrides, new Pipelines.Engine.Validation.PathPolicy(root, [_ws.Root]));
             Assert.NotEmpty(plan.Steps);
         }
     }
