@@ -1,5 +1,6 @@
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using FluentValidation;
 using Pipelines.Activities.Data;
 using Pipelines.Activities.Models;
 using Pipelines.Engine.Activities;
@@ -28,6 +29,9 @@ public sealed class AttributeActivity : Activity<AttributeActivity.Input>
         [Input("eap, eap-ig-inputs, clean-corrupted or exact (every edge patched: small models)")]
         public AttributionMethod Method { get; init; } = AttributionMethod.EapIgInputs;
 
+        [Input("What a corrupted edge carries: counterfactual, mean, mean-positional or zero (means over this dataset's clean prompts)")]
+        public AblationKind Ablation { get; init; } = AblationKind.Counterfactual;
+
         [Input("EAP-IG interpolation steps m (α = 1/m … 1)", Minimum = 1, Maximum = 1000)]
         public int Steps { get; init; } = 5;
 
@@ -38,6 +42,17 @@ public sealed class AttributeActivity : Activity<AttributeActivity.Input>
         public int Limit { get; init; }
     }
 
+    /// <summary>EAP-IG-inputs and clean-corrupted interpolate towards the counterfactual input.</summary>
+    public sealed class Validator : AbstractValidator<Input>
+    {
+        public Validator()
+        {
+            RuleFor(i => i.Ablation).Equal(AblationKind.Counterfactual)
+                .When(i => i.Method is AttributionMethod.EapIgInputs or AttributionMethod.CleanCorrupted)
+                .WithMessage("eap-ig-inputs and clean-corrupted need the counterfactual ablation; use eap or exact for mean or zero");
+        }
+    }
+
     protected override Task ExecuteAsync(Input input, ActivityContext context)
     {
         var (model, tokenizer) = ModelArtifacts.Open(input.Model);
@@ -46,6 +61,7 @@ public sealed class AttributeActivity : Activity<AttributeActivity.Input>
             using var batch = CounterfactualBatch.FromRows(Jsonl.Read(input.Dataset.Path, "dataset", context), tokenizer, model.Config, input.Limit);
             var graph = ComputationGraph.For(model.Config);
             var attribution = new EdgeAttribution(model, graph);
+            var ablation = Ablation.Prepare(input.Ablation, new CircuitRun(model, graph), batch, input.BatchSize);
             using var total = zeros(graph.NForward, graph.NBackward);
             for (var start = 0; start < batch.Count; start += input.BatchSize)
             {
@@ -56,10 +72,10 @@ public sealed class AttributeActivity : Activity<AttributeActivity.Input>
                 Tensor Loss(Tensor logits) => perExample(logits).mean().neg();
                 var scores = input.Method switch
                 {
-                    AttributionMethod.Eap => attribution.Eap(clean, corrupted, Loss, mask),
+                    AttributionMethod.Eap => attribution.EapAblated(clean, ablation.Values(new CircuitRun(model, graph), clean, corrupted, mask), Loss, mask),
                     AttributionMethod.EapIgInputs => attribution.EapIgInputs(clean, corrupted, Loss, input.Steps, mask),
                     AttributionMethod.CleanCorrupted => attribution.CleanCorrupted(clean, corrupted, Loss, mask),
-                    _ => attribution.Exact(clean, corrupted, Loss, mask),
+                    _ => attribution.ExactAblated(clean, ablation.Values(new CircuitRun(model, graph), clean, corrupted, mask), Loss, mask),
                 };
                 total.add_(scores.to(ScalarType.Float32).mul(Scalars.Of((double)n / batch.Count)));
                 context.Report((double)(start + n) / batch.Count, $"{start + n} of {batch.Count} pairs");
@@ -69,7 +85,7 @@ public sealed class AttributeActivity : Activity<AttributeActivity.Input>
                 ["method"] = JsonNamingPolicy.KebabCaseLower.ConvertName(input.Method.ToString()),
                 ["steps"] = input.Method == AttributionMethod.EapIgInputs ? input.Steps : null,
                 ["alphas"] = input.Method == AttributionMethod.EapIgInputs ? "1/m..1 (paper)" : null,
-                ["ablation"] = "counterfactual",
+                ["ablation"] = Ablation.Name(input.Ablation),
                 ["metric"] = batch.MetricName,
                 ["loss"] = "−mean metric; positive score: corrupting the edge lowers the metric",
                 ["pairs"] = batch.Count,

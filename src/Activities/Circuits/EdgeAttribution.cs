@@ -30,12 +30,19 @@ public sealed class EdgeAttribution(HookedTransformer model, ComputationGraph gr
     public Tensor CleanCorrupted(Tensor clean, Tensor corrupted, Func<Tensor, Tensor> loss, Tensor? attentionMask = null) =>
         Integrated(clean, corrupted, loss, [0.0, 1.0], attentionMask);
 
-    private Tensor Integrated(Tensor clean, Tensor corrupted, Func<Tensor, Tensor> loss, double[] alphas, Tensor? attentionMask)
+    /// <summary>
+    /// EAP with any ablation: Δ_u = <paramref name="ablated"/>_u − z_u(clean) (e.g. dataset means, or zero), gradient at
+    /// the clean input. EAP-IG-inputs interpolates token embeddings, so it is defined for counterfactuals only.
+    /// </summary>
+    public Tensor EapAblated(Tensor clean, Tensor ablated, Func<Tensor, Tensor> loss, Tensor? attentionMask = null) =>
+        Integrated(clean, null, loss, [1.0], attentionMask, ablated);
+
+    private Tensor Integrated(Tensor clean, Tensor? corrupted, Func<Tensor, Tensor> loss, double[] alphas, Tensor? attentionMask, Tensor? ablated = null)
     {
         var run = new CircuitRun(model, graph);
         using var scope = NewDisposeScope();
         var cleanValues = run.SourceValues(clean, attentionMask);
-        var corruptValues = run.SourceValues(corrupted, attentionMask);
+        var corruptValues = ablated ?? run.SourceValues(corrupted!, attentionMask);
         var delta = corruptValues - cleanValues;
         var embedClean = cleanValues[.., .., 0];
         var embedCorrupt = corruptValues[.., .., 0];
@@ -84,10 +91,17 @@ public sealed class EdgeAttribution(HookedTransformer model, ComputationGraph gr
     /// </summary>
     public Tensor Exact(Tensor clean, Tensor corrupted, Func<Tensor, Tensor> loss, Tensor? attentionMask = null, Action<double>? progress = null)
     {
+        using var scope = NewDisposeScope();
+        var ablated = new CircuitRun(model, graph).SourceValues(corrupted, attentionMask);
+        return ExactAblated(clean, ablated, loss, attentionMask, progress).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>Exact patching with any ablated source values ([B,T,n_forward,d]: means, zeros, a counterfactual run).</summary>
+    public Tensor ExactAblated(Tensor clean, Tensor ablated, Func<Tensor, Tensor> loss, Tensor? attentionMask = null, Action<double>? progress = null)
+    {
         var run = new CircuitRun(model, graph);
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
-        var ablated = run.SourceValues(corrupted, attentionMask);
         var full = run.FullCircuit();
         var baseline = loss(run.Run(clean, ablated, full, attentionMask)).to(ScalarType.Float64).item<double>();
         var scores = zeros(graph.NForward, graph.NBackward, dtype: Norm.Wide(ablated.dtype));

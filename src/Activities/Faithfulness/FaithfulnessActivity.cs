@@ -36,6 +36,9 @@ public sealed class FaithfulnessActivity : Activity<FaithfulnessActivity.Input>
         [Input("top-n (MIB) or greedy (grown from the logits)")]
         public SelectionMethod Selection { get; init; } = SelectionMethod.TopN;
 
+        [Input("What out-of-circuit edges carry: counterfactual, mean, mean-positional or zero (means over this dataset's clean prompts)")]
+        public AblationKind Ablation { get; init; } = AblationKind.Counterfactual;
+
         [Input("Pairs per batch", Minimum = 1, Maximum = 4096)]
         public int BatchSize { get; init; } = 32;
 
@@ -71,6 +74,7 @@ public sealed class FaithfulnessActivity : Activity<FaithfulnessActivity.Input>
                 }
             }
             var run = new CircuitRun(model, graph);
+            var ablation = Circuits.Ablation.Prepare(input.Ablation, run, batch, input.BatchSize);
             var sums = new double[circuits.Count];
             var fullPer = new List<float>();
             var emptyPer = new List<float>();
@@ -83,7 +87,7 @@ public sealed class FaithfulnessActivity : Activity<FaithfulnessActivity.Input>
                 var n = Math.Min(input.BatchSize, batch.Count - start);
                 var (clean, corrupted, mask, perExample) = batch.Slice(start, n);
                 using var noGrad = no_grad();
-                var ablated = run.SourceValues(corrupted, mask);
+                var ablated = ablation.Values(run, clean, corrupted, mask);
                 fullPer.AddRange(perExample(model.Forward(clean, mask)).to(ScalarType.Float32).data<float>().ToArray());
                 emptyPer.AddRange(perExample(run.Run(clean, ablated, empty, mask)).to(ScalarType.Float32).data<float>().ToArray());
                 for (var i = 0; i < circuits.Count; i++)
@@ -124,6 +128,7 @@ public sealed class FaithfulnessActivity : Activity<FaithfulnessActivity.Input>
                 ["droppedUnequalLength"] = batch.Dropped,
                 ["edges"] = graph.EdgeCount,
                 ["selection"] = input.Selection == SelectionMethod.TopN ? "top-n" : "greedy",
+                ["ablation"] = Circuits.Ablation.Name(input.Ablation),
                 ["mFull"] = Math.Round(mFull, 6),
                 ["mEmpty"] = Math.Round(mEmpty, 6),
                 ["cpr"] = Math.Round(FaithfulnessCurve.Cpr(signedPoints), 6),

@@ -96,3 +96,71 @@ public sealed class AttributionTests(ITestOutputHelper output)
         Assert.True((cc - eap).abs().max().item<double>() > 0); // averages in the corrupted-point gradient
     }
 }
+
+public sealed class AblationTests
+{
+    private static Tensor Clean => tensor(new long[,] { { 1, 5, 9, 2, 7, 3 }, { 1, 8, 8, 4, 6, 2 } });
+    private static Tensor Corrupt => tensor(new long[,] { { 1, 5, 4, 2, 7, 3 }, { 1, 8, 3, 4, 6, 2 } });
+
+    private static Tensor Loss(Tensor logits)
+    {
+        var last = logits[.., -1];
+        return -(last[0, 9] - last[0, 4] + last[1, 8] - last[1, 3]) / 2;
+    }
+
+    private static CounterfactualBatch Batch(HookedTransformer model)
+    {
+        var words = new Pipelines.Models.Tokenizers.WordLevelTokenizer(Enumerable.Range(0, 50).ToDictionary(i => $"w{i}", i => i), "w0", 1, null, 0);
+        var rows = new List<System.Text.Json.Nodes.JsonObject>
+        {
+            new() { ["clean"] = "w5 w9 w2 w7 w3", ["corrupted"] = "w5 w4 w2 w7 w3", ["correct"] = "w9", ["incorrect"] = "w4" },
+            new() { ["clean"] = "w8 w8 w4", ["corrupted"] = "w8 w3 w4", ["correct"] = "w8", ["incorrect"] = "w3" }, // shorter: right-padded
+        };
+        return CounterfactualBatch.FromRows(rows, words, model.Config);
+    }
+
+    [Fact]
+    public void MeanAblationAveragesEverySourceOverRealPositionsAndExamples()
+    {
+        using var model = TinyModels.Create("gpt2");
+        var graph = ComputationGraph.For(model.Config);
+        var run = new CircuitRun(model, graph);
+        using var batch = Batch(model);
+        var mean = Ablation.Prepare(AblationKind.Mean, run, batch, batchSize: 1);
+        var (clean, corrupted, mask, _) = batch.Slice(0, 2);
+        using var values = run.SourceValues(clean, mask);
+        using var ablated = mean.Values(run, clean, corrupted, mask);
+        // By hand: 6 real positions in row 0 (BOS + 5 words) and 4 in row 1; padding excluded.
+        var expected = (values[0, ..6].sum(0L) + values[1, ..4].sum(0L)) / 10;
+        Assert.True((ablated[1, 5] - expected).abs().max().item<float>() < 1e-5,
+            $"abl {string.Join(",", ablated[1, 5, 3, ..4].data<float>().ToArray())} exp {string.Join(",", expected[3, ..4].data<float>().ToArray())} abl0 {string.Join(",", ablated[0, 0, 3, ..4].data<float>().ToArray())} v {string.Join(",", values[0, 0, 3, ..4].data<float>().ToArray())} shape {string.Join(",", ablated.shape)} diff {(ablated[1, 5] - expected).abs().max().item<float>()} mask {string.Join(",", mask.data<long>().ToArray())} scale {expected.abs().max().item<float>()}");
+        Assert.True((ablated[0, 0] - expected).abs().max().item<float>() < 1e-5);
+        using var zero = Ablation.Prepare(AblationKind.Zero, run, batch, 8).Values(run, clean, corrupted, mask);
+        Assert.Equal(0f, zero.abs().max().item<float>());
+    }
+
+    [Fact]
+    public void WithZeroAndMeanAblationTheFullCircuitIsCleanAndEapMatchesExactOnALinearModel()
+    {
+        var config = TinyModels.Llama with { NormEps = 1e8, NKvHeads = 4 };
+        using var model = new HookedTransformer(config).InitWeights(3, std: 0.5);
+        model.to(ScalarType.Float64);
+        var graph = ComputationGraph.For(config);
+        var run = new CircuitRun(model, graph);
+        var attribution = new EdgeAttribution(model, graph);
+        using var clean = model.Forward(Clean);
+        foreach (var kind in new[] { AblationKind.Zero, AblationKind.Mean })
+        {
+            using var scope = NewDisposeScope();
+            var ablated = kind == AblationKind.Zero
+                ? run.SourceValues(Clean).zero_()
+                : run.SourceValues(Clean).mean([0L, 1L], keepdim: true).expand(2, 6, -1, -1).clone();
+            Assert.True((run.Run(Clean, ablated, run.FullCircuit()) - clean).abs().max().item<double>() < 1e-12);
+            var eap = attribution.EapAblated(Clean, ablated, Loss);
+            var exact = attribution.ExactAblated(Clean, ablated, Loss);
+            var scale = exact.abs().max().item<double>();
+            Assert.True(scale > 0);
+            Assert.True((eap - exact).abs().max().item<double>() <= 1e-3 * scale, $"{kind}: EAP differs from exact patching");
+        }
+    }
+}
