@@ -19,6 +19,7 @@ public static class ServiceCollectionExtensions
         services.AddActivity<SampleActivity>();
         services.AddActivity<SplitActivity>();
         services.AddActivity<JsonReportActivity>();
+        services.AddActivity<CircuitReportActivity>();
         services.AddActivity<ToyTaskActivity>();
         services.AddActivity<ImportCounterfactualActivity>();
         services.AddActivity<LoadModelActivity>();
