@@ -92,10 +92,7 @@ public sealed class AttributeActivity : Activity<AttributeActivity.Input>
                 ["droppedUnequalLength"] = batch.Dropped,
             };
             ScoresFile.Write(context.OutputDirectory("scores"), graph, total, info, model.Config.DModel);
-            var flat = total.data<float>().ToArray();
-            var grid = new float[graph.NForward, graph.NBackward];
-            Buffer.BlockCopy(flat, 0, grid, 0, flat.Length * sizeof(float));
-            File.WriteAllText(context.OutputFile("graph"), ScoresFile.MibJson(graph, grid, null, model.Config.DModel).ToJsonString() + "\n");
+            File.WriteAllText(context.OutputFile("graph"), ScoresFile.MibJson(graph, ScoresFile.ToGrid(total, graph), null, model.Config.DModel).ToJsonString() + "\n");
             context.Log($"{info["method"]}: {graph.EdgeCount} edges scored on {batch.Count} pairs ({batch.Dropped} dropped for unequal length)");
         }
         return Task.CompletedTask;

@@ -40,10 +40,16 @@ public static class ScoresFile
         var graph = new ComputationGraph(cfg["n_layers"]!.GetValue<int>(), cfg["n_heads"]!.GetValue<int>(), cfg["parallel_attn_mlp"]!.GetValue<bool>());
         using var file = SafetensorsFile.Open(Path.Combine(directory, "scores.safetensors"));
         using var t = file.Read("scores");
-        var flat = t.data<float>().ToArray();
-        var scores = new float[graph.NForward, graph.NBackward];
-        Buffer.BlockCopy(flat, 0, scores, 0, flat.Length * sizeof(float));
-        return (graph, scores, index);
+        return (graph, ToGrid(t, graph), index);
+    }
+
+    /// <summary>A [n_forward, n_backward] score tensor as a float grid.</summary>
+    public static float[,] ToGrid(Tensor scores, ComputationGraph graph)
+    {
+        var flat = scores.to(ScalarType.Float32).cpu().data<float>().ToArray();
+        var grid = new float[graph.NForward, graph.NBackward];
+        Buffer.BlockCopy(flat, 0, grid, 0, flat.Length * sizeof(float));
+        return grid;
     }
 
     /// <summary>MIB's JSON graph format: cfg, nodes {name: {in_graph}}, edges {name: {score, in_graph}}.</summary>

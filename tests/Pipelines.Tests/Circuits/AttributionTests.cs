@@ -4,20 +4,12 @@ using TorchSharp;
 using Pipelines.Tests.Models;
 using Xunit.Abstractions;
 using static TorchSharp.torch;
+using static Pipelines.Tests.Circuits.CircuitFixtures;
 
 namespace Pipelines.Tests.Circuits;
 
 public sealed class AttributionTests(ITestOutputHelper output)
 {
-    private static Tensor Clean => tensor(new long[,] { { 1, 5, 9, 2, 7, 3 }, { 1, 8, 8, 4, 6, 2 } });
-    private static Tensor Corrupt => tensor(new long[,] { { 1, 5, 4, 2, 7, 3 }, { 1, 8, 3, 4, 6, 2 } });
-
-    /// <summary>ℒ = −mean logit difference at the last position (token 9 vs 4, and 8 vs 3).</summary>
-    private static Tensor Loss(Tensor logits)
-    {
-        var last = logits[.., -1];
-        return -(last[0, 9] - last[0, 4] + last[1, 8] - last[1, 3]) / 2;
-    }
 
     [Fact]
     public void EapEqualsExactPatchingWhereTheModelIsLinearInTheEdges()
@@ -99,14 +91,6 @@ public sealed class AttributionTests(ITestOutputHelper output)
 
 public sealed class AblationTests
 {
-    private static Tensor Clean => tensor(new long[,] { { 1, 5, 9, 2, 7, 3 }, { 1, 8, 8, 4, 6, 2 } });
-    private static Tensor Corrupt => tensor(new long[,] { { 1, 5, 4, 2, 7, 3 }, { 1, 8, 3, 4, 6, 2 } });
-
-    private static Tensor Loss(Tensor logits)
-    {
-        var last = logits[.., -1];
-        return -(last[0, 9] - last[0, 4] + last[1, 8] - last[1, 3]) / 2;
-    }
 
     private static CounterfactualBatch Batch(HookedTransformer model)
     {

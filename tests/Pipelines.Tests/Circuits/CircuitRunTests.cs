@@ -1,13 +1,12 @@
 using Pipelines.Activities.Circuits;
 using Pipelines.Tests.Models;
 using static TorchSharp.torch;
+using static Pipelines.Tests.Circuits.CircuitFixtures;
 
 namespace Pipelines.Tests.Circuits;
 
 public sealed class CircuitRunTests
 {
-    private static Tensor Clean => tensor(new long[,] { { 1, 5, 9, 2, 7, 3 }, { 1, 8, 8, 4, 6, 2 } });
-    private static Tensor Corrupt => tensor(new long[,] { { 1, 5, 4, 2, 7, 3 }, { 1, 8, 3, 4, 6, 2 } });
 
     private static float MaxDiff(Tensor a, Tensor b) => (a - b).abs().max().item<float>();
 

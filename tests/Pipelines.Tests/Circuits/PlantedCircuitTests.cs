@@ -3,19 +3,12 @@ using Pipelines.Models.Transformer;
 using Pipelines.Tests.Models;
 using Xunit.Abstractions;
 using static TorchSharp.torch;
+using static Pipelines.Tests.Circuits.CircuitFixtures;
 
 namespace Pipelines.Tests.Circuits;
 
 public sealed class PlantedCircuitTests(ITestOutputHelper output)
 {
-    private static Tensor Clean => tensor(new long[,] { { 1, 5, 9, 2, 7, 3 }, { 1, 8, 8, 4, 6, 2 } });
-    private static Tensor Corrupt => tensor(new long[,] { { 1, 5, 4, 2, 7, 3 }, { 1, 8, 3, 4, 6, 2 } });
-
-    private static Tensor Loss(Tensor logits)
-    {
-        var last = logits[.., -1];
-        return -(last[0, 9] - last[0, 4] + last[1, 8] - last[1, 3]) / 2;
-    }
 
     [Fact]
     public void AttributionRecoversAPlantedCircuit()
@@ -61,9 +54,7 @@ public sealed class PlantedCircuitTests(ITestOutputHelper output)
         {
             using (scores)
             {
-                var flat = scores.data<float>().ToArray();
-                var grid = new float[graph.NForward, graph.NBackward];
-                Buffer.BlockCopy(flat, 0, grid, 0, flat.Length * sizeof(float));
+                var grid = ScoresFile.ToGrid(scores, graph);
                 var auroc = PlantedCircuit.Auroc(graph, grid, planted);
                 output.WriteLine($"{method}: AUROC {auroc:F3} against {planted.Count} planted of {graph.EdgeCount} edges");
                 Assert.Equal(1.0, auroc, 6);
