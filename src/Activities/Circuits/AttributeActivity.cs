@@ -10,7 +10,7 @@ using static TorchSharp.torch;
 namespace Pipelines.Activities.Circuits;
 
 /// <summary>Attribution methods.</summary>
-public enum AttributionMethod { Eap, EapIgInputs, CleanCorrupted, Exact }
+public enum AttributionMethod { Eap, EapIgInputs, EapIgActivations, CleanCorrupted, Exact }
 
 /// <summary>Scores every edge of the model's computation graph on counterfactual pairs.</summary>
 [Activity("circuits.attribute", Version = 1, Category = "Circuits", Summary = "Score every edge (EAP, EAP-IG-inputs, clean-corrupted, exact patching) on counterfactual pairs")]
@@ -26,7 +26,7 @@ public sealed class AttributeActivity : Activity<AttributeActivity.Input>
         [Input("Counterfactual pairs: clean, corrupted, and correct/incorrect answers (or a greater-than label)", Kind = ArtifactKinds.Dataset)]
         public required Artifact Dataset { get; init; }
 
-        [Input("eap, eap-ig-inputs, clean-corrupted or exact (every edge patched: small models)")]
+        [Input("eap, eap-ig-inputs, eap-ig-activations, clean-corrupted or exact (every edge patched: small models)")]
         public AttributionMethod Method { get; init; } = AttributionMethod.EapIgInputs;
 
         [Input("What a corrupted edge carries: counterfactual, mean, mean-positional or zero (means over this dataset's clean prompts)")]
@@ -48,8 +48,8 @@ public sealed class AttributeActivity : Activity<AttributeActivity.Input>
         public Validator()
         {
             RuleFor(i => i.Ablation).Equal(AblationKind.Counterfactual)
-                .When(i => i.Method is AttributionMethod.EapIgInputs or AttributionMethod.CleanCorrupted)
-                .WithMessage("eap-ig-inputs and clean-corrupted need the counterfactual ablation; use eap or exact for mean or zero");
+                .When(i => i.Method is AttributionMethod.EapIgInputs or AttributionMethod.EapIgActivations or AttributionMethod.CleanCorrupted)
+                .WithMessage("eap-ig-inputs, eap-ig-activations and clean-corrupted need the counterfactual ablation; use eap or exact for mean or zero");
         }
     }
 
@@ -74,6 +74,7 @@ public sealed class AttributeActivity : Activity<AttributeActivity.Input>
                 {
                     AttributionMethod.Eap => attribution.EapAblated(clean, ablation.Values(new CircuitRun(model, graph), clean, corrupted, mask), Loss, mask),
                     AttributionMethod.EapIgInputs => attribution.EapIgInputs(clean, corrupted, Loss, input.Steps, mask),
+                    AttributionMethod.EapIgActivations => attribution.EapIgActivations(clean, corrupted, Loss, input.Steps, mask),
                     AttributionMethod.CleanCorrupted => attribution.CleanCorrupted(clean, corrupted, Loss, mask),
                     _ => attribution.ExactAblated(clean, ablation.Values(new CircuitRun(model, graph), clean, corrupted, mask), Loss, mask),
                 };
@@ -83,8 +84,8 @@ public sealed class AttributeActivity : Activity<AttributeActivity.Input>
             var info = new JsonObject
             {
                 ["method"] = JsonNamingPolicy.KebabCaseLower.ConvertName(input.Method.ToString()),
-                ["steps"] = input.Method == AttributionMethod.EapIgInputs ? input.Steps : null,
-                ["alphas"] = input.Method == AttributionMethod.EapIgInputs ? "1/m..1 (paper)" : null,
+                ["steps"] = input.Method is AttributionMethod.EapIgInputs or AttributionMethod.EapIgActivations ? input.Steps : null,
+                ["alphas"] = input.Method is AttributionMethod.EapIgInputs or AttributionMethod.EapIgActivations ? "1/m..1 (paper)" : null,
                 ["ablation"] = Ablation.Name(input.Ablation),
                 ["metric"] = batch.MetricName,
                 ["loss"] = "−mean metric; positive score: corrupting the edge lowers the metric",

@@ -26,6 +26,52 @@ public sealed class EdgeAttribution(HookedTransformer model, ComputationGraph gr
     public Tensor EapIgInputs(Tensor clean, Tensor corrupted, Func<Tensor, Tensor> loss, int steps = 5, Tensor? attentionMask = null) =>
         Integrated(clean, corrupted, loss, Enumerable.Range(1, steps).Select(k => (double)k / steps).ToArray(), attentionMask);
 
+    /// <summary>
+    /// EAP-IG-activations (research §2.4, after Marks et al.): for each node group g (input, attention layer l with all
+    /// its heads, MLP l) and α ∈ {1/m, …, 1}, run the clean input with g's output moved to α·z(clean) + (1−α)·z(corrupted)
+    /// and everything downstream recomputed; the destination gradients are averaged over all (2L+1)·m runs, as
+    /// EAP-IG's code does. Deliberate difference: we *shift* the live output by (1−α)(z(corrupted) − z(clean)) instead
+    /// of substituting a constant, so gradients still flow into g's own inputs in g's runs (a constant would zero
+    /// them and shrink those edges' scores by 2L/(2L+1)). At α = 1 a run is the clean run, so m = 1 is EAP.
+    /// </summary>
+    public Tensor EapIgActivations(Tensor clean, Tensor corrupted, Func<Tensor, Tensor> loss, int steps = 5, Tensor? attentionMask = null)
+    {
+        var run = new CircuitRun(model, graph);
+        using var scope = NewDisposeScope();
+        var cleanValues = run.SourceValues(clean, attentionMask);
+        var corruptValues = run.SourceValues(corrupted, attentionMask);
+        var groups = new List<(string Hook, TensorIndex Slots)> { ("hook_embed", TensorIndex.Single(0)) };
+        for (var l = 0; l < graph.Layers; l++)
+        {
+            groups.Add(($"blocks.{l}.attn.hook_result", TensorIndex.Slice(graph.HeadIndex(l, 0), graph.HeadIndex(l, 0) + graph.Heads)));
+            groups.Add(($"blocks.{l}.hook_mlp_out", TensorIndex.Single(graph.MlpIndex(l))));
+        }
+        var grads = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+        var names = DestinationHooks().ToList();
+        foreach (var (hook, slots) in groups)
+        {
+            for (var k = 1; k <= steps; k++)
+            {
+                using var step = NewDisposeScope();
+                var alpha = Pipelines.Models.Runtime.Scalars.Of(1 - (double)k / steps); // the shift's weight, 1 − α
+                var shift = (corruptValues[.., .., slots] - cleanValues[.., .., slots]).mul(alpha);
+                using var capture = new GradientCapture(model, names);
+                using var move = model.Hook(hook).Add((x, _) => k == steps ? null : x + shift);
+                using (enable_grad())
+                {
+                    loss(model.Forward(clean, attentionMask, options: Split)).backward();
+                }
+                foreach (var name in names)
+                {
+                    var g = capture.GradOrZero(name).detach().clone();
+                    grads[name] = grads.TryGetValue(name, out var sum) ? (sum + g).MoveToOuterDisposeScope() : g.MoveToOuterDisposeScope();
+                }
+                model.zero_grad();
+            }
+        }
+        return Score(corruptValues - cleanValues, grads, groups.Count * steps).MoveToOuterDisposeScope();
+    }
+
     /// <summary>clean-corrupted: the gradient averaged over the clean and the corrupted inputs (α ∈ {0, 1}).</summary>
     public Tensor CleanCorrupted(Tensor clean, Tensor corrupted, Func<Tensor, Tensor> loss, Tensor? attentionMask = null) =>
         Integrated(clean, corrupted, loss, [0.0, 1.0], attentionMask);
@@ -53,7 +99,8 @@ public sealed class EdgeAttribution(HookedTransformer model, ComputationGraph gr
             using var step = NewDisposeScope();
             using var capture = new GradientCapture(model, names);
             var interpolated = embedCorrupt + (embedClean - embedCorrupt).mul(Pipelines.Models.Runtime.Scalars.Of(alpha));
-            using var embed = model.Hook("hook_embed").Add((_, _) => alpha == 1.0 ? null : interpolated);
+            // A leaf that requires grad: on models without learned positions nothing else upstream of layer 0 does.
+            using var embed = model.Hook("hook_embed").Add((_, _) => alpha == 1.0 ? null : interpolated.detach().requires_grad_(true));
             using (enable_grad())
             {
                 var logits = model.Forward(clean, attentionMask, options: Split);
@@ -61,12 +108,18 @@ public sealed class EdgeAttribution(HookedTransformer model, ComputationGraph gr
             }
             foreach (var name in names)
             {
-                var g = capture.Grad(name).detach().clone();
+                var g = capture.GradOrZero(name).detach().clone();
                 grads[name] = grads.TryGetValue(name, out var sum) ? (sum + g).MoveToOuterDisposeScope() : g.MoveToOuterDisposeScope();
             }
             model.zero_grad();
         }
-        var count = Pipelines.Models.Runtime.Scalars.Of(alphas.Length);
+        return Score(delta, grads, alphas.Length).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>S[f, b] = Σ Δ_f · (Σ grads_b / runs) for every destination group.</summary>
+    private Tensor Score(Tensor delta, Dictionary<string, Tensor> grads, int runs)
+    {
+        var count = Pipelines.Models.Runtime.Scalars.Of(runs);
         var scores = zeros(graph.NForward, graph.NBackward, dtype: Norm.Wide(delta.dtype)); // f32 accumulation (f64 models: f64)
         for (var l = 0; l < graph.Layers; l++)
         {
@@ -82,7 +135,7 @@ public sealed class EdgeAttribution(HookedTransformer model, ComputationGraph gr
             scores[..mlpPrev, mlp] += einsum("btfd,btd->f", delta[.., .., ..mlpPrev], grads[$"blocks.{l}.hook_mlp_in"].div(count));
         }
         scores[.., graph.LogitsIndex] += einsum("btfd,btd->f", delta, grads[$"blocks.{graph.Layers - 1}.hook_resid_post"].div(count));
-        return scores.MoveToOuterDisposeScope();
+        return scores;
     }
 
     /// <summary>

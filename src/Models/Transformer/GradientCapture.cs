@@ -41,6 +41,14 @@ public sealed class GradientCapture : IDisposable
         ? g
         : throw new InvalidOperationException($"no gradient for \"{name}\": run a forward with grad enabled, then backward");
 
+    /// <summary>
+    /// Like <see cref="Grad"/>, but zero when the activation was seen and has no path to what backward was called on
+    /// (e.g. its consumer's output was replaced by a constant): autograd leaves such gradients undefined.
+    /// </summary>
+    public Tensor GradOrZero(string name) => _activations.TryGetValue(name, out var a)
+        ? a.grad ?? zeros_like(a)
+        : throw new InvalidOperationException($"no activation for \"{name}\": run a forward with grad enabled first");
+
     public void Dispose()
     {
         foreach (var h in _hooks)

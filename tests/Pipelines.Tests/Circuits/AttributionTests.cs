@@ -89,6 +89,34 @@ public sealed class AttributionTests(ITestOutputHelper output)
     }
 }
 
+public sealed class IgActivationsTests
+{
+    [Fact]
+    public void WithOneStepItIsEapAndOnALinearModelItIsExactPatching()
+    {
+        using (var model = TinyModels.Create("llama"))
+        {
+            model.to(ScalarType.Float64);
+            var attribution = new EdgeAttribution(model, ComputationGraph.For(model.Config));
+            using var eap = attribution.Eap(Clean, Corrupt, Loss);
+            using var one = attribution.EapIgActivations(Clean, Corrupt, Loss, steps: 1);
+            Assert.True((eap - one).abs().max().item<double>() < 1e-12, "m = 1 replaces each group by its own clean value: EAP");
+            using var five = attribution.EapIgActivations(Clean, Corrupt, Loss, steps: 5);
+            using var inputs = attribution.EapIgInputs(Clean, Corrupt, Loss, steps: 3); // rotary: no W_pos to carry grad
+            Assert.True(inputs.abs().max().item<double>() > 0);
+            Assert.True((eap - five).abs().max().item<double>() > 1e-9, "on a nonlinear model the interpolation changes the scores");
+        }
+        var config = TinyModels.Llama with { NormEps = 1e8, NKvHeads = 4 };
+        using var linear = new HookedTransformer(config).InitWeights(3, std: 0.5);
+        linear.to(ScalarType.Float64);
+        var linearAttribution = new EdgeAttribution(linear, ComputationGraph.For(config));
+        using var exact = linearAttribution.Exact(Clean, Corrupt, Loss);
+        using var ig = linearAttribution.EapIgActivations(Clean, Corrupt, Loss, steps: 3);
+        var scale = exact.abs().max().item<double>();
+        Assert.True((ig - exact).abs().max().item<double>() <= 1e-3 * scale);
+    }
+}
+
 public sealed class AblationTests
 {
 
