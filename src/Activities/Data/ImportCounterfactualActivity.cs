@@ -6,10 +6,11 @@ namespace Pipelines.Activities.Data;
 
 /// <summary>
 /// Imports counterfactual pairs from the layouts people already have: EAP-IG's CSVs (<c>clean, corrupted</c> plus
-/// <c>label</c> for greater-than or <c>correct_idx, incorrect_idx</c> token ids for IOI) or JSONL with the same fields.
+/// <c>label</c> for greater-than or <c>correct_idx, incorrect_idx</c> token ids for IOI), JSONL with the same fields,
+/// or MIB's Hugging Face rows (<c>prompt</c> plus a <c>*_counterfactual</c> object; see <see cref="MibRows"/>).
 /// Rows become <c>{clean, corrupted, label | correct_idx/incorrect_idx | correct/incorrect, ...}</c>.
 /// </summary>
-[Activity("data.import-counterfactual", Version = 1, Category = "Data", Summary = "Import counterfactual pairs from EAP-IG CSV (or JSONL) files")]
+[Activity("data.import-counterfactual", Version = 2, Category = "Data", Summary = "Import counterfactual pairs from EAP-IG CSV, MIB Hugging Face JSONL, or JSONL files")]
 [Output("dataset", ArtifactKinds.Dataset, Help = "Rows with clean, corrupted and the answer fields", MediaType = "application/x-ndjson", FileName = "dataset.jsonl")]
 public sealed class ImportCounterfactualActivity : Activity<ImportCounterfactualActivity.Input>
 {
@@ -20,6 +21,9 @@ public sealed class ImportCounterfactualActivity : Activity<ImportCounterfactual
 
         [Input("Import at most this many pairs (0: all)", Minimum = 0)]
         public int Limit { get; init; }
+
+        [Input("MIB rows: the counterfactual column, e.g. s2_io_flip_counterfactual (empty: the task's MIB default)")]
+        public string Counterfactual { get; init; } = "";
     }
 
     private static readonly string[] IntegerColumns = ["label", "correct_idx", "incorrect_idx"];
@@ -69,6 +73,10 @@ public sealed class ImportCounterfactualActivity : Activity<ImportCounterfactual
         else
         {
             rows = Jsonl.Read(input.Path, name, context);
+            if (rows.Count > 0 && rows[0]["clean"] is null && rows[0]["prompt"] is not null)
+            {
+                rows = MibRows.Convert(rows, name, input.Counterfactual);
+            }
             foreach (var (row, i) in rows.Select((row, i) => (row, i)))
             {
                 if (row["clean"] is null || row["corrupted"] is null)

@@ -58,5 +58,39 @@ public sealed class ImportTests : IDisposable
         Assert.Contains("b.csv, line 3: 3 fields, but the header has 2", e.Message);
     }
 
+    [Fact]
+    public async Task ImportsMibHuggingFaceRowsForIoiMcqaAndArithmetic()
+    {
+        // Rows in the layout of mib-bench/ioi, copycolors_mcqa and arithmetic_addition (research §6.1), as `to_json(lines=True)` writes them.
+        var ioi = """{"prompt": "When Mary and John went to the store, John gave a drink to", "template": "t1", "choices": {"label": ["A", "B"], "text": ["Mary", "John"]}, "answerKey": 0, "metadata": {"subject": "John", "indirect_object": "Mary", "random_c": "Tom", "object": "drink", "place": "store"}, "s2_io_flip_counterfactual": {"prompt": "When Mary and John went to the store, Mary gave a drink to", "choices": {"label": ["A"], "text": ["John"]}, "answerKey": 0, "metadata": {}}, "abc_counterfactual": {"prompt": "When Tom and Ann went to the store, Bob gave a drink to"}}""";
+        var rows = await Import(_ws.Write("ioi.jsonl", ioi + "\n"));
+        Assert.Equal("When Mary and John went to the store, Mary gave a drink to", rows[0]["corrupted"]!.GetValue<string>());
+        Assert.Equal(" Mary", rows[0]["correct"]!.GetValue<string>());
+        Assert.Equal(" John", rows[0]["incorrect"]!.GetValue<string>());
+        Assert.Equal("s2_io_flip_counterfactual", rows[0]["counterfactual"]!.GetValue<string>());
+
+        var mcqa = """{"prompt": "Q: color of the sky? A. red B. blue\nAnswer:", "choices": {"label": ["A", "B"], "text": ["red", "blue"]}, "answerKey": 1, "symbol_counterfactual": {"prompt": "Q: color of the sky? A. blue B. red\nAnswer:", "choices": {"label": ["A", "B"], "text": ["blue", "red"]}, "answerKey": 0}}""";
+        rows = await Import(_ws.Write("mcqa.jsonl", mcqa + "\n"));
+        Assert.Equal(" B", rows[0]["correct"]!.GetValue<string>());
+        Assert.Equal(" A", rows[0]["incorrect"]!.GetValue<string>());
+
+        var arithmetic = """{"prompt": "12+7=", "label": 19, "operator": "+", "random_counterfactual": {"prompt": "31+5=", "label": 36}}""";
+        rows = await Import(_ws.Write("add.jsonl", arithmetic + "\n"));
+        Assert.Equal("31+5=", rows[0]["corrupted"]!.GetValue<string>());
+        Assert.Equal(("19", "36"), (rows[0]["correct"]!.GetValue<string>(), rows[0]["incorrect"]!.GetValue<string>()));
+        Assert.Null(rows[0]["label"]); // not the greater-than label
+    }
+
+    [Fact]
+    public async Task MibRowWithoutACounterfactualNamesTheLine()
+    {
+        var path = _ws.Write("bad.jsonl", """{"prompt": "x", "label": 1}""" + "\n");
+        var json = $$"""{ "name": "import", "steps": [ { "id": "import", "activity": "data.import-counterfactual", "inputs": { "path": "{{path}}" } } ] }""";
+        var plan = _ws.Compiler.CompileText(json, "w.json", new Dictionary<string, string>(), new Pipelines.Engine.Validation.PathPolicy(_ws.Root, []));
+        var run = await _ws.Runner.RunAsync(plan, new Pipelines.Engine.Running.RunOptions { WorkflowFile = "w.json", WorkflowText = json, BaseDirectory = _ws.Root });
+        Assert.Equal(RunStatus.Failed, run.Status);
+        Assert.Contains("bad.jsonl, line 1: no counterfactual column", run.Steps[0].Error);
+    }
+
     public void Dispose() => _ws.Dispose();
 }
