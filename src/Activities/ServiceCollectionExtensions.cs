@@ -28,6 +28,7 @@ public static class ServiceCollectionExtensions
         services.AddActivity<AttributeActivity>();
         services.AddActivity<FaithfulnessActivity>();
         services.AddActivity<PruneActivity>();
+        services.AddActivity<Schemas.SchemaGenerateActivity>();
         services.AddActivityRegistry();
         // What changes numerics enters every cache key: the libtorch version, dtype and device kind.
         services.AddSingleton(_ => new ExecutionEnvironment()

@@ -52,6 +52,10 @@ public sealed class TextGenerator(HookedTransformer model, ITextTokenizer tokeni
         var device = model.W_E.device;
         var batch = prompts.Count;
         var width = prompts.Max(p => p.Count);
+        if (model.Config.Positional == PositionalKind.Learned && width + options.MaxNewTokens > model.Config.NCtx)
+        {
+            throw new ArgumentException($"the prompt has {width} tokens and up to {options.MaxNewTokens} more are asked for, beyond the model's context of {model.Config.NCtx} positions");
+        }
         var pad = tokenizer.PadId ?? tokenizer.EosId ?? 0;
         var ids = new long[batch, width];
         var mask = new long[batch, width];
