@@ -30,6 +30,12 @@ public sealed class CounterfactualBatch : IDisposable
 
     private readonly long[]? _years;
 
+    /// <summary>Span titles when the rows carry a schema application ("spans", "length"), else empty.</summary>
+    public IReadOnlyList<string> SpanTitles { get; private set; } = [];
+
+    /// <summary>[N, S, T] float: 1 where position t of row n lies in span s (BOS and padding in none); null without spans.</summary>
+    public Tensor? Spans { get; private set; }
+
     public Tensor Clean { get; }
     public Tensor Corrupted { get; }
     public Tensor Mask { get; }
@@ -52,6 +58,8 @@ public sealed class CounterfactualBatch : IDisposable
         var incorrect = new List<long>();
         var labels = new List<int>();
         var dropped = 0;
+        var spanRows = new List<Pipelines.Activities.Schemas.SpanApplication>();
+        IReadOnlyList<string>? titles = null;
         var prefix = config.DefaultPrependBos && tokenizer.BosId is { } bos ? new List<int> { bos } : [];
         int Token(string word, int row)
         {
@@ -69,6 +77,24 @@ public sealed class CounterfactualBatch : IDisposable
             {
                 dropped++;
                 continue;
+            }
+            if (Pipelines.Activities.Schemas.SpanApplication.ReadFrom(row, $"dataset, row {i + 1}") is { } app)
+            {
+                var rowTitles = Pipelines.Activities.Schemas.SpanApplication.Titles(row);
+                titles ??= rowTitles;
+                if (!titles.SequenceEqual(rowTitles))
+                {
+                    throw new ActivityException($"dataset, row {i + 1}: its spans ({string.Join(", ", rowTitles)}) differ from the first row's ({string.Join(", ", titles)}); one schema per dataset");
+                }
+                if (app.Length != c.Count)
+                {
+                    throw new ActivityException($"dataset, row {i + 1}: the spans were made for {app.Length} tokens, but this model's tokenizer gives {c.Count}; apply the schema with this model (schema.generate)");
+                }
+                spanRows.Add(app);
+            }
+            else if (titles is not null)
+            {
+                throw new ActivityException($"dataset, row {i + 1}: no \"spans\", but earlier rows have them");
             }
             cleanIds.Add(c);
             corruptIds.Add(k);
@@ -129,9 +155,26 @@ public sealed class CounterfactualBatch : IDisposable
                 mask[r, t] = 1;
             }
         }
-        return new CounterfactualBatch(tensor(Pack(cleanIds)), tensor(Pack(corruptIds)), tensor(mask),
+        var result = new CounterfactualBatch(tensor(Pack(cleanIds)), tensor(Pack(corruptIds)), tensor(mask),
             tensor(cleanIds.Select(r => (long)r.Count - 1).ToArray()), tensor(correct.ToArray()), tensor(incorrect.ToArray()),
             labels.Count > 0 ? labels.ToArray() : null, dropped, years);
+        if (titles is not null)
+        {
+            var spans = new float[spanRows.Count, titles.Count, width];
+            for (var r = 0; r < spanRows.Count; r++)
+            {
+                for (var sp = 0; sp < titles.Count; sp++)
+                {
+                    for (var t = spanRows[r].Starts[sp]; t < spanRows[r].End(sp); t++)
+                    {
+                        spans[r, sp, t] = 1;
+                    }
+                }
+            }
+            result.SpanTitles = titles;
+            result.Spans = tensor(spans);
+        }
+        return result;
     }
 
     /// <summary>A slice of the batch (rows [start, start+count)) with its own tensors.</summary>
@@ -157,8 +200,35 @@ public sealed class CounterfactualBatch : IDisposable
         return (Clean[range], Corrupted[range], Mask[range], PerExample);
     }
 
+    /// <summary>
+    /// Gives every real position after BOS its own span ("p1", "p2", ...): per-position scores. All rows must have the
+    /// same length, so that positions mean the same thing across examples.
+    /// </summary>
+    public void UsePositionsAsSpans(int first)
+    {
+        var lengths = (Last + 1).data<long>().Distinct().ToList();
+        if (lengths.Count != 1)
+        {
+            throw new ActivityException($"per-position scores need examples of one length; these have {string.Join(", ", lengths.Order())} tokens. Apply a schema (schema.generate) and use positional: spans");
+        }
+        var width = (int)lengths[0];
+        var spans = zeros(Count, width - first, Clean.shape[1]);
+        for (var p = first; p < width; p++)
+        {
+            spans[.., p - first, p] = tensor(1f);
+        }
+        SpanTitles = Enumerable.Range(first, width - first).Select(p => $"p{p}").ToList();
+        Spans?.Dispose();
+        Spans = spans;
+    }
+
+    /// <summary>Rows [start, start+count) of <see cref="Spans"/>.</summary>
+    public Tensor SpanSlice(int start, int count) =>
+        Spans?[TensorIndex.Slice(start, start + count)] ?? throw new InvalidOperationException("the dataset has no spans");
+
     public void Dispose()
     {
+        Spans?.Dispose();
         Clean.Dispose();
         Corrupted.Dispose();
         Mask.Dispose();
