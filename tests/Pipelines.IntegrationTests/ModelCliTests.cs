@@ -102,6 +102,40 @@ public sealed class ModelCliTests : IDisposable
         Assert.True(reproduced.ExitCode == 0, reproduced.All); // training is deterministic: same model digest
     }
 
+    [Fact]
+    public void ThePeapWorkflowFindsPositionalCircuitsOnSchemaSpans()
+    {
+        var root = Pipelines.IntegrationTests.RepoPaths.Root();
+        Directory.CreateDirectory(Path.Combine(_cli.Root, "workflows"));
+        File.Copy(Path.Combine(root, "workflows", "peap.json"), Path.Combine(_cli.Root, "workflows", "peap.json"));
+        var first = _cli.Run("run", "workflows/peap.json", "--set", "steps=60");
+        Assert.True(first.ExitCode == 0, first.All);
+        var outputs = Path.Combine(_cli.Store, "runs", Cli.RunId(first.Stdout), "outputs");
+
+        var schemaReport = JsonNode.Parse(File.ReadAllText(Path.Combine(outputs, "schema", "schema-report.json")))!;
+        Assert.Equal(256, schemaReport["valid"]!.GetValue<int>());
+        var index = JsonNode.Parse(File.ReadAllText(Path.Combine(outputs, "attribute", "scores", "index.json")))!;
+        Assert.Equal(["Intro", "Names", "Event", "Subject", "Action", "Final"], index["info"]!["positional"]!["spans"]!.AsArray().Select(s => s!.GetValue<string>()));
+        Assert.True(File.Exists(Path.Combine(outputs, "attribute", "scores", "positional.safetensors")));
+
+        // The circuit grows from logits@Final, and after pruning every edge lies on a path from an input.
+        var circuit = JsonNode.Parse(File.ReadAllText(Path.Combine(outputs, "circuit", "circuit.json")))!;
+        var edges = circuit["edges"]!.AsArray().Select(e => (From: e!["from"]!.GetValue<string>(), To: e["to"]!.GetValue<string>())).ToList();
+        Assert.InRange(edges.Count, 1, 50);
+        Assert.Contains(edges, e => e.To == "logits@Final");
+        Assert.Contains(edges, e => e.From.StartsWith("input@", StringComparison.Ordinal));
+        Assert.All(edges, e => Assert.True(e.From.StartsWith("input@", StringComparison.Ordinal) || edges.Any(f => f.To == e.From), $"{e.From} has no inputs in the circuit"));
+
+        // Soft and hard faithfulness per size; the last size takes every abstract edge: the full model.
+        var positional = JsonNode.Parse(File.ReadAllText(Path.Combine(outputs, "faithfulness", "faithfulness.json")))!["positional"]!;
+        var curve = positional["curve"]!.AsArray();
+        Assert.Equal(8, curve.Count);
+        Assert.All(curve, p => Assert.InRange(p!["hard"]!.GetValue<double>(), 0, 1));
+        Assert.Equal(1.0, curve[7]!["soft"]!.GetValue<double>(), 5);
+        Assert.Equal(1.0, curve[7]!["hard"]!.GetValue<double>(), 5);
+        Assert.True(curve[0]!["fullGraphEdges"]!.GetValue<double>() < curve[7]!["fullGraphEdges"]!.GetValue<double>());
+    }
+
     public void Dispose() => _cli.Dispose();
 }
 

@@ -12,6 +12,9 @@ namespace Pipelines.Activities.Circuits;
 /// <summary>Attribution methods.</summary>
 public enum AttributionMethod { Eap, EapIgInputs, EapIgActivations, CleanCorrupted, Exact }
 
+/// <summary>Position-aware scoring: none, spans of a schema (PEAP), or every position its own span.</summary>
+public enum PositionalMode { None, Spans, Positions }
+
 /// <summary>Scores every edge of the model's computation graph on counterfactual pairs.</summary>
 [Activity("circuits.attribute", Version = 1, Category = "Circuits", Summary = "Score every edge (EAP, EAP-IG-inputs, clean-corrupted, exact patching) on counterfactual pairs")]
 [Output("scores", ArtifactKinds.Scores, Help = "scores.safetensors [n_forward, n_backward] + index.json", MediaType = "inode/directory", FileName = "scores", IsDirectory = true)]
@@ -40,6 +43,9 @@ public sealed class AttributeActivity : Activity<AttributeActivity.Input>
 
         [Input("Use at most this many pairs (0: all)", Minimum = 0)]
         public int Limit { get; init; }
+
+        [Input("Position-aware scores (PEAP, with eap): spans (the rows' schema application from schema.generate) or positions (one span per token; equal-length rows)")]
+        public PositionalMode Positional { get; init; } = PositionalMode.None;
     }
 
     /// <summary>EAP-IG-inputs and clean-corrupted interpolate towards the counterfactual input.</summary>
@@ -50,6 +56,10 @@ public sealed class AttributeActivity : Activity<AttributeActivity.Input>
             RuleFor(i => i.Ablation).Equal(AblationKind.Counterfactual)
                 .When(i => i.Method is AttributionMethod.EapIgInputs or AttributionMethod.EapIgActivations or AttributionMethod.CleanCorrupted)
                 .WithMessage("eap-ig-inputs, eap-ig-activations and clean-corrupted need the counterfactual ablation; use eap or exact for mean or zero");
+            RuleFor(i => i.Method).Equal(AttributionMethod.Eap).When(i => i.Positional != PositionalMode.None)
+                .WithMessage("position-aware scores (PEAP) use method eap, as the paper does");
+            RuleFor(i => i.Ablation).Equal(AblationKind.Counterfactual).When(i => i.Positional != PositionalMode.None)
+                .WithMessage("position-aware scores (PEAP) need the counterfactual ablation");
         }
     }
 
@@ -61,6 +71,11 @@ public sealed class AttributeActivity : Activity<AttributeActivity.Input>
             using var batch = CounterfactualBatch.FromRows(Jsonl.Read(input.Dataset.Path, "dataset", context), tokenizer, model.Config, input.Limit);
             var graph = ComputationGraph.For(model.Config);
             var attribution = new EdgeAttribution(model, graph);
+            if (input.Positional != PositionalMode.None)
+            {
+                Positional(input, context, model, graph, batch);
+                return Task.CompletedTask;
+            }
             var ablation = Ablation.Prepare(input.Ablation, new CircuitRun(model, graph), batch, input.BatchSize);
             using var total = zeros(graph.NForward, graph.NBackward);
             for (var start = 0; start < batch.Count; start += input.BatchSize)
@@ -97,5 +112,70 @@ public sealed class AttributeActivity : Activity<AttributeActivity.Input>
             context.Log($"{info["method"]}: {graph.EdgeCount} edges scored on {batch.Count} pairs ({batch.Dropped} dropped for unequal length)");
         }
         return Task.CompletedTask;
+    }
+
+    /// <summary>PEAP: span-aggregated non-crossing and crossing scores; the aggregate file holds their sum over spans.</summary>
+    private static void Positional(Input input, ActivityContext context, Pipelines.Models.Transformer.HookedTransformer model, ComputationGraph graph, CounterfactualBatch batch)
+    {
+        var first = model.Config.DefaultPrependBos ? 1 : 0;
+        if (input.Positional == PositionalMode.Positions)
+        {
+            batch.UsePositionsAsSpans(first);
+        }
+        else if (batch.Spans is null)
+        {
+            throw new ActivityException("positional: spans needs rows with \"spans\" and \"length\" (apply a schema with schema.generate), or use positional: positions");
+        }
+        var attribution = new PositionalAttribution(model, graph);
+        PositionalScores? total = null;
+        for (var start = 0; start < batch.Count; start += input.BatchSize)
+        {
+            context.CancellationToken.ThrowIfCancellationRequested();
+            using var scope = NewDisposeScope();
+            var n = Math.Min(input.BatchSize, batch.Count - start);
+            var (clean, corrupted, mask, perExample) = batch.Slice(start, n);
+            var scores = attribution.Score(clean, corrupted, mask, batch.SpanSlice(start, n), logits => perExample(logits).neg());
+            if (total is null)
+            {
+                total = scores;
+                foreach (var t in total.NonCrossing.Values.Concat(total.Crossing.Values))
+                {
+                    t.MoveToOuterDisposeScope();
+                }
+            }
+            else
+            {
+                total.Add(scores);
+                scores.Dispose();
+            }
+            context.Report((double)(start + n) / batch.Count, $"{start + n} of {batch.Count} pairs");
+        }
+        using (total)
+        {
+            var scale = 1.0 / batch.Count;
+            using var aggregate = total!.NonCrossing["sum"].sum(0L).mul(Scalars.Of(scale));
+            var info = new JsonObject
+            {
+                ["method"] = "eap",
+                ["positional"] = new JsonObject
+                {
+                    ["mode"] = input.Positional == PositionalMode.Spans ? "spans" : "positions",
+                    ["spans"] = new JsonArray(batch.SpanTitles.Select(t => (JsonNode)t).ToArray()),
+                    ["statistics"] = new JsonArray(PositionalScores.Statistics.Select(t => (JsonNode)t).ToArray()),
+                    ["file"] = PositionalScoresFile.FileName,
+                    ["crossingKinds"] = "q, k, v",
+                },
+                ["ablation"] = "counterfactual",
+                ["metric"] = batch.MetricName,
+                ["loss"] = "−metric; positive score: corrupting the edge lowers the metric (PEAP's code uses +metric)",
+                ["pairs"] = batch.Count,
+                ["droppedUnequalLength"] = batch.Dropped,
+            };
+            var directory = context.OutputDirectory("scores");
+            ScoresFile.Write(directory, graph, aggregate, info, model.Config.DModel);
+            PositionalScoresFile.Write(directory, total, scale);
+            File.WriteAllText(context.OutputFile("graph"), ScoresFile.MibJson(graph, ScoresFile.ToGrid(aggregate, graph), null, model.Config.DModel).ToJsonString() + "\n");
+            context.Log($"PEAP: {graph.EdgeCount} edges × {batch.SpanTitles.Count} spans, crossing edges in {graph.Layers * graph.Heads} heads, on {batch.Count} pairs");
+        }
     }
 }

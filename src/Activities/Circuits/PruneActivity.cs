@@ -6,7 +6,7 @@ using Pipelines.Engine.Activities;
 namespace Pipelines.Activities.Circuits;
 
 /// <summary>Chooses a circuit from edge scores: top-n or greedy, by signed or absolute score, pruned to a fixpoint.</summary>
-[Activity("circuits.prune", Version = 1, Category = "Circuits", Summary = "Choose a circuit from edge scores (top-n or greedy, signed or absolute), pruned to a fixpoint")]
+[Activity("circuits.prune", Version = 2, Category = "Circuits", Summary = "Choose a circuit from edge scores (top-n or greedy, signed or absolute), pruned to a fixpoint")]
 [Output("circuit", ArtifactKinds.Circuit, Help = "MIB JSON graph: every edge's score and in_graph flag; nodes in_graph", MediaType = "application/json", FileName = "circuit.json")]
 public sealed class PruneActivity : Activity<PruneActivity.Input>
 {
@@ -26,6 +26,12 @@ public sealed class PruneActivity : Activity<PruneActivity.Input>
 
         [Input("Or keep this fraction of the edges", Minimum = 0, Maximum = 1)]
         public double Fraction { get; init; } = 0.05;
+
+        [Input("Positional scores (PEAP): abstract edges to take in the search from the last span's logits")]
+        public int TopK { get; init; } = 100;
+
+        [Input("Positional scores: the span statistic to rank by (sum, avg, sum_abs_pos, sum_abs_exp, max_abs)")]
+        public string Statistic { get; init; } = "sum";
     }
 
     /// <summary>One of the two sizes.</summary>
@@ -40,6 +46,18 @@ public sealed class PruneActivity : Activity<PruneActivity.Input>
     protected override Task ExecuteAsync(Input input, ActivityContext context)
     {
         var (graph, scores, index) = ScoresFile.Read(input.Scores.Path);
+        if (PositionalScoresFile.Exists(input.Scores.Path))
+        {
+            var spans = index["info"]!["positional"]!["spans"]!.AsArray().Select(x => x!.GetValue<string>()).ToList();
+            var grid = PositionalScoresFile.Read(input.Scores.Path, spans, input.Statistic);
+            var positional = PositionalCircuit.Search(graph, grid, input.TopK, input.Absolute);
+            var pjson = positional.ToJson(grid, input.Absolute);
+            pjson["cfg"] = index["cfg"]!.DeepClone();
+            pjson["selection"] = new JsonObject { ["method"] = "peap-greedy", ["topK"] = input.TopK, ["statistic"] = input.Statistic, ["absolute"] = input.Absolute, ["kept"] = positional.Edges.Count };
+            File.WriteAllText(context.OutputFile("circuit"), pjson.ToJsonString() + "\n");
+            context.Log($"positional circuit: {positional.Edges.Count} abstract edges kept of the top {input.TopK} ({input.Statistic}{(input.Absolute ? ", |score|" : "")})");
+            return Task.CompletedTask;
+        }
         var n = input.Edges > 0 ? input.Edges : (long)(input.Fraction * graph.EdgeCount);
         var circuit = input.Selection == SelectionMethod.TopN
             ? Circuit.TopN(graph, scores, n, input.Absolute)

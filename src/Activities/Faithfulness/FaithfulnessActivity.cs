@@ -15,7 +15,7 @@ public enum SelectionMethod { TopN, Greedy }
 /// MIB faithfulness: circuits of the top k % of edges over the grid, each run with out-of-circuit edges patched
 /// from the counterfactual; f = (m(C) − m(∅)) / (m(N) − m(∅)); CPR over the signed ranking, CMD over |score|.
 /// </summary>
-[Activity("circuits.faithfulness", Version = 1, Category = "Faithfulness", Summary = "Faithfulness curve, CPR and CMD (MIB) of circuits chosen from edge scores")]
+[Activity("circuits.faithfulness", Version = 2, Category = "Faithfulness", Summary = "Faithfulness curve, CPR and CMD (MIB) of circuits chosen from edge scores")]
 [Output("metrics", ArtifactKinds.Json, Help = "m(N), m(∅), CPR, CMD, both curves and per-example metrics of the full and empty circuits", MediaType = "application/json", FileName = "faithfulness.json")]
 public sealed class FaithfulnessActivity : Activity<FaithfulnessActivity.Input>
 {
@@ -44,6 +44,12 @@ public sealed class FaithfulnessActivity : Activity<FaithfulnessActivity.Input>
 
         [Input("Use at most this many pairs (0: all)", Minimum = 0)]
         public int Limit { get; init; }
+
+        [Input("Positional scores (PEAP): circuit sizes, in abstract edges taken by the search")]
+        public IReadOnlyList<int> TopK { get; init; } = [5, 10, 20, 50, 100, 200, 500];
+
+        [Input("Positional scores: the span statistic to rank by (sum, avg, sum_abs_pos, sum_abs_exp, max_abs)")]
+        public string Statistic { get; init; } = "sum";
     }
 
     protected override Task ExecuteAsync(Input input, ActivityContext context)
@@ -141,9 +147,111 @@ public sealed class FaithfulnessActivity : Activity<FaithfulnessActivity.Input>
                     ["empty"] = new JsonArray(emptyPer.Select(v => (JsonNode?)Math.Round(v, 6)).ToArray()),
                 },
             };
+            if (PositionalScoresFile.Exists(input.Scores.Path))
+            {
+                result["positional"] = PositionalCurve(input, context, model, graph, batch);
+            }
             File.WriteAllText(context.OutputFile("metrics"), result.ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n");
             context.Log($"CPR {result["cpr"]}, CMD {result["cmd"]} (m(N) {mFull:F3}, m(∅) {mEmpty:F3}) on {batch.Count} pairs");
         }
         return Task.CompletedTask;
+    }
+
+    /// <summary>
+    /// PEAP's evaluation of positional circuits at each size: soft faithfulness M(C)/M(N), hard faithfulness (the
+    /// fraction of examples whose top-1 token at the last position is the model's), the MIB-normalized
+    /// (M(C) − M(∅))/(M(N) − M(∅)), and the size in full-graph edges averaged over examples. Out-of-circuit edges carry
+    /// the counterfactual run's values (PEAP evaluates with mean ablation over an ablation split; see the README).
+    /// </summary>
+    private static JsonObject PositionalCurve(Input input, ActivityContext context, Pipelines.Models.Transformer.HookedTransformer model, ComputationGraph graph, CounterfactualBatch batch)
+    {
+        var index = JsonNode.Parse(File.ReadAllText(Path.Combine(input.Scores.Path, "index.json")))!;
+        var positional = index["info"]!["positional"]!;
+        var spans = positional["spans"]!.AsArray().Select(x => x!.GetValue<string>()).ToList();
+        if (positional["mode"]!.GetValue<string>() == "positions")
+        {
+            batch.UsePositionsAsSpans(model.Config.DefaultPrependBos ? 1 : 0);
+        }
+        if (batch.Spans is null || !batch.SpanTitles.SequenceEqual(spans))
+        {
+            throw new ActivityException($"the scores are positional over spans {string.Join(", ", spans)}; the dataset's rows must carry the same schema's spans (got {(batch.Spans is null ? "none" : string.Join(", ", batch.SpanTitles))})");
+        }
+        var grid = PositionalScoresFile.Read(input.Scores.Path, spans, input.Statistic);
+        var sizes = input.TopK.Where(k => k > 0).Distinct().Order().ToList();
+        var circuits = sizes.Select(k => PositionalCircuit.Search(graph, grid, k, absolute: true)).ToList();
+        var masks = circuits.Select(c => c.Masks()).ToList();
+        var (emptyNc, emptyCr) = PositionalCircuit.Empty(graph, spans).Masks();
+        var run = new PositionalCircuitRun(model, graph);
+        var metric = new double[circuits.Count];
+        var agree = new int[circuits.Count];
+        var fullGraphEdges = new double[circuits.Count];
+        double mFull = 0, mEmpty = 0;
+        var spanLengths = batch.Spans.sum(-1).to(ScalarType.Int32).data<int>().ToArray(); // [N·S]
+        for (var start = 0; start < batch.Count; start += input.BatchSize)
+        {
+            context.CancellationToken.ThrowIfCancellationRequested();
+            using var scope = NewDisposeScope();
+            var n = Math.Min(input.BatchSize, batch.Count - start);
+            var (clean, corrupted, mask, perExample) = batch.Slice(start, n);
+            var spanMask = batch.SpanSlice(start, n);
+            using var noGrad = no_grad();
+            using var ablated = run.Capture(corrupted, mask);
+            var rows = arange(Pipelines.Models.Runtime.Scalars.Int(n));
+            var last = batch.Last[TensorIndex.Slice(start, start + n)];
+            var logits = model.Forward(clean, mask);
+            var top = logits[rows, last].argmax(-1);
+            mFull += perExample(logits).sum().to(ScalarType.Float64).item<double>();
+            mEmpty += perExample(run.Run(clean, mask, spanMask, ablated, emptyNc, emptyCr)).sum().to(ScalarType.Float64).item<double>();
+            for (var i = 0; i < circuits.Count; i++)
+            {
+                var circuitLogits = run.Run(clean, mask, spanMask, ablated, masks[i].NonCrossing, masks[i].Crossing);
+                metric[i] += perExample(circuitLogits).sum().to(ScalarType.Float64).item<double>();
+                agree[i] += (int)circuitLogits[rows, last].argmax(-1).eq(top).sum().item<long>();
+            }
+            context.Report((double)(start + n) / batch.Count, $"positional circuits: {start + n} of {batch.Count} pairs");
+        }
+        for (var i = 0; i < circuits.Count; i++)
+        {
+            for (var r = 0; r < batch.Count; r++)
+            {
+                fullGraphEdges[i] += circuits[i].FullGraphEdges(spanLengths.AsSpan(r * spans.Count, spans.Count).ToArray());
+            }
+        }
+        foreach (var (nc, cr) in masks)
+        {
+            nc.Dispose();
+            cr.Dispose();
+        }
+        emptyNc.Dispose();
+        emptyCr.Dispose();
+        var count = batch.Count;
+        mFull /= count;
+        mEmpty /= count;
+        var curve = new JsonArray();
+        for (var i = 0; i < circuits.Count; i++)
+        {
+            var m = metric[i] / count;
+            curve.Add(new JsonObject
+            {
+                ["topK"] = sizes[i],
+                ["abstractEdges"] = circuits[i].Edges.Count,
+                ["fullGraphEdges"] = Math.Round(fullGraphEdges[i] / count, 2),
+                ["metric"] = Math.Round(m, 6),
+                ["soft"] = Math.Round(m / mFull, 6),
+                ["hard"] = Math.Round((double)agree[i] / count, 6),
+                ["normalized"] = Math.Round(FaithfulnessCurve.Faithfulness(m, mEmpty, mFull), 6),
+            });
+        }
+        context.Log($"positional circuits: {string.Join(", ", curve.Select(c => $"top {c!["topK"]}: soft {c["soft"]}, hard {c["hard"]}"))}");
+        return new JsonObject
+        {
+            ["spans"] = new JsonArray(spans.Select(x => (JsonNode)x).ToArray()),
+            ["statistic"] = input.Statistic,
+            ["search"] = "peap-greedy, |score|",
+            ["ablation"] = "counterfactual",
+            ["mFull"] = Math.Round(mFull, 6),
+            ["mEmpty"] = Math.Round(mEmpty, 6),
+            ["curve"] = curve,
+        };
     }
 }
