@@ -7,7 +7,11 @@ namespace Pipelines.Activities.Circuits;
 /// Edge scores [n_forward, n_backward] (float32; zero off the real edges) with the sign convention of research §2.1:
 /// positive means corrupting the edge raises the loss ℒ (= −metric), i.e. the edge supports the task.
 /// </summary>
-public sealed class EdgeAttribution(HookedTransformer model, ComputationGraph graph)
+/// <remarks>
+/// EAP, EAP-IG-inputs and clean-corrupted run on the fused forward (<see cref="FusedAttribution"/>) when the model
+/// allows it (no GQA) and <paramref name="fused"/> is on; the split-input path is the reference it is tested against.
+/// </remarks>
+public sealed class EdgeAttribution(HookedTransformer model, ComputationGraph graph, bool fused = true)
 {
     private static readonly ForwardOptions Split = new() { UseAttnResult = true, SplitQkvInput = true };
 
@@ -85,6 +89,10 @@ public sealed class EdgeAttribution(HookedTransformer model, ComputationGraph gr
 
     private Tensor Integrated(Tensor clean, Tensor? corrupted, Func<Tensor, Tensor> loss, double[] alphas, Tensor? attentionMask, Tensor? ablated = null)
     {
+        if (fused && ablated is null && corrupted is not null && FusedAttribution.Supports(model.Config))
+        {
+            return new FusedAttribution(model, graph).Integrated(clean, corrupted, loss, alphas, attentionMask);
+        }
         var run = new CircuitRun(model, graph);
         using var scope = NewDisposeScope();
         var cleanValues = run.SourceValues(clean, attentionMask);

@@ -25,6 +25,8 @@ public sealed class Norm : nn.Module<Tensor, Tensor>
         RegisterComponents();
     }
 
+    public NormKind Kind => _cfg.Norm;
+
     /// <summary>Norms and softmax compute in f32, or in f64 for f64 models.</summary>
     public static ScalarType Wide(ScalarType dtype) => dtype == ScalarType.Float64 ? ScalarType.Float64 : ScalarType.Float32;
 
