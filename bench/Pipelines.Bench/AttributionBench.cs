@@ -37,7 +37,23 @@ public static class AttributionBench
         var attribution = new EdgeAttribution(model, graph);
         var reference = new EdgeAttribution(model, graph, fused: false);
         void Forward() { using var _ = no_grad(); using var l = model.Forward(corrupted); }
-        void ForwardBackward() { using var scope = NewDisposeScope(); model.zero_grad(); Loss(model.Forward(clean)).backward(); }
+        // The bare backward computes activation gradients only (what attribution needs): weights frozen, embeddings the leaf.
+        void ForwardBackward()
+        {
+            using var scope = NewDisposeScope();
+            foreach (var p in model.parameters())
+            {
+                p.requires_grad_(false);
+            }
+            using (model.Hook("hook_embed").Add((x, _) => x.detach().requires_grad_(true)))
+            {
+                Loss(model.Forward(clean)).backward();
+            }
+            foreach (var p in model.parameters())
+            {
+                p.requires_grad_(true);
+            }
+        }
         var methods = new (string Name, int Passes, Action Run)[]
         {
             ("EAP (fused)", 1, () => { using var s = attribution.Eap(clean, corrupted, Loss); }),

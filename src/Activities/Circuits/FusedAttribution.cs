@@ -61,6 +61,9 @@ public sealed class FusedAttribution(HookedTransformer model, ComputationGraph g
             model.RunWithHooks(corrupted, CaptureHooks(star), attentionMask, Fused).Dispose();
         }
         var cleanValues = new Captured(graph.Layers);
+        // Attribution needs activation gradients only: freeze the weights so backward skips their gradients, and let
+        // the token embeddings be the leaf that gradients flow from.
+        using var frozen = new FrozenWeights(model);
         // Σ over runs of the input gradient of every destination: per layer [B,T,3H+1,d] (q heads, k heads, v heads, MLP).
         Tensor? logitsGrad = null;
         var inputGrads = new Tensor?[graph.Layers];
@@ -87,11 +90,9 @@ public sealed class FusedAttribution(HookedTransformer model, ComputationGraph g
             {
                 removers.AddRange(CaptureHooks(cleanValues).Select(h => model.Hook(h.Item1).Add(h.Item2)));
             }
-            else
-            {
-                removers.Add(model.Hook("hook_embed").Add((x, _) =>
-                    (star.Embed! + (x.detach() - star.Embed!).mul(Scalars.Of(alpha))).requires_grad_(true)));
-            }
+            removers.Add(model.Hook("hook_embed").Add((x, _) => alpha == 1.0
+                ? x.detach().requires_grad_(true)
+                : (star.Embed! + (x.detach() - star.Embed!).mul(Scalars.Of(alpha))).requires_grad_(true)));
             try
             {
                 using (enable_grad())
@@ -157,6 +158,32 @@ public sealed class FusedAttribution(HookedTransformer model, ComputationGraph g
             x?.Dispose();
         }
         return scores.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>Turns off requires_grad on every parameter while alive, and restores it.</summary>
+    private sealed class FrozenWeights : IDisposable
+    {
+        private readonly List<TorchSharp.Modules.Parameter> _frozen = [];
+
+        public FrozenWeights(HookedTransformer model)
+        {
+            foreach (var p in model.parameters())
+            {
+                if (p.requires_grad)
+                {
+                    p.requires_grad_(false);
+                    _frozen.Add(p);
+                }
+            }
+        }
+
+        public void Dispose()
+        {
+            foreach (var p in _frozen)
+            {
+                p.requires_grad_(true);
+            }
+        }
     }
 
     /// <summary>J_normᵀ·y: the gradient at the norm's input from the gradient <paramref name="y"/> [B,T,K,d] at its output.</summary>

@@ -4,7 +4,7 @@ namespace Pipelines.Engine.Ledger;
 
 public enum RunStatus { Running, Succeeded, Failed, Cancelled }
 
-public enum StepStatus { Pending, Running, Computed, Cached, Failed, Skipped, Cancelled }
+public enum StepStatus { Pending, Running, Computed, Cached, Failed, Skipped, Cancelled, Queued }
 
 /// <summary>How a run was started: fresh, resumed, or reproducing another run.</summary>
 public enum RunKind { Run, Resume, Reproduce }
@@ -61,4 +61,13 @@ public interface IRunLedger : IDisposable
     Task<IReadOnlyList<StepRecord>> GetStepsAsync(string runId, CancellationToken ct = default);
     /// <summary>The same step in the newest earlier run of the same workflow that recorded a key for it.</summary>
     Task<(RunRecord Run, StepRecord Step)?> FindPreviousStepAsync(string workflowName, string stepId, DateTimeOffset before, string excludeRunId, CancellationToken ct = default);
+
+    /// <summary>
+    /// Atomically moves a step to <paramref name="to"/> if its status is one of <paramref name="from"/>; true when this
+    /// call made the change. Distributed schedulers use it so that exactly one of them enqueues or skips a step.
+    /// </summary>
+    Task<bool> TransitionStepAsync(string runId, string stepId, IReadOnlyList<StepStatus> from, StepStatus to, string? error = null, CancellationToken ct = default);
+
+    /// <summary>Atomically finishes or reopens a run if its status is <paramref name="from"/>; true when this call made the change.</summary>
+    Task<bool> TransitionRunAsync(string runId, RunStatus from, RunStatus to, DateTimeOffset? endedAt, string? error, CancellationToken ct = default);
 }

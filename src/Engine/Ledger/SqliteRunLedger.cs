@@ -141,6 +141,31 @@ public sealed class SqliteRunLedger : IRunLedger
         return (runs[0], step);
     }
 
+    public async Task<bool> TransitionStepAsync(string runId, string stepId, IReadOnlyList<StepStatus> from, StepStatus to, string? error = null, CancellationToken ct = default)
+    {
+        var changed = 0;
+        var list = string.Join(", ", from.Select(f => $"'{f}'"));
+        await WithConnection(c =>
+        {
+            using var cmd = Command(c, null, $"UPDATE steps SET status = $to, error = COALESCE($error, error) WHERE run_id = $run AND step_id = $step AND status IN ({list})",
+                ("$to", to.ToString()), ("$error", error), ("$run", runId), ("$step", stepId));
+            changed = cmd.ExecuteNonQuery();
+        }, ct);
+        return changed == 1;
+    }
+
+    public async Task<bool> TransitionRunAsync(string runId, RunStatus from, RunStatus to, DateTimeOffset? endedAt, string? error, CancellationToken ct = default)
+    {
+        var changed = 0;
+        await WithConnection(c =>
+        {
+            using var cmd = Command(c, null, "UPDATE runs SET status = $to, ended_at = $ended, error = $error WHERE id = $id AND status = $from",
+                ("$to", to.ToString()), ("$ended", Time(endedAt)), ("$error", error), ("$id", runId), ("$from", from.ToString()));
+            changed = cmd.ExecuteNonQuery();
+        }, ct);
+        return changed == 1;
+    }
+
     private async Task<IReadOnlyList<RunRecord>> QueryRuns(string sql, CancellationToken ct, params (string, object?)[] args)
     {
         var result = new List<RunRecord>();

@@ -51,7 +51,12 @@ public sealed class InProcessRunner(ArtifactStore store, IRunLedger ledger, Exec
                 if (running.Count < options.MaxParallel && step.DependsOn.All(d => results.ContainsKey(d)))
                 {
                     pending.Remove(step);
-                    running[step.Id] = Task.Run(() => ExecuteStepAsync(runId, step, results, options, observer, ct), CancellationToken.None);
+                    Dictionary<string, StepResult> upstream;
+                    lock (results)
+                    {
+                        upstream = new Dictionary<string, StepResult>(results, StringComparer.Ordinal);
+                    }
+                    running[step.Id] = Task.Run(() => ExecuteStepAsync(runId, step, upstream, options, observer, ct), CancellationToken.None);
                 }
             }
             if (running.Count == 0)
@@ -69,20 +74,41 @@ public sealed class InProcessRunner(ArtifactStore store, IRunLedger ledger, Exec
         }
 
         var ordered = plan.Steps.Select(s => results[s.Id]).ToList();
-        var runStatus = ordered.All(r => r.Succeeded) ? RunStatus.Succeeded
-            : ct.IsCancellationRequested ? RunStatus.Cancelled : RunStatus.Failed;
-        var runError = ordered.FirstOrDefault(r => r.Status == StepStatus.Failed) is { } failed ? $"step \"{failed.StepId}\" failed: {failed.Error}" : null;
+        var runStatus = Outcome(ordered, ct.IsCancellationRequested);
         var ended = DateTimeOffset.UtcNow;
-        await ledger.UpdateRunAsync(runId, runStatus, ended, runError, CancellationToken.None);
-        var lockFile = WriteLockFile(runId, plan, options, ordered, runStatus, started, ended);
-        Materialize(runId, ordered);
-        var runResult = new RunResult(runId, runStatus, ordered, clock.Elapsed, lockFile);
+        await ledger.UpdateRunAsync(runId, runStatus, ended, Error(ordered), CancellationToken.None);
+        var runResult = Publish(runId, plan, options, ordered, runStatus, started, ended, clock.Elapsed);
         observer.RunFinished(runResult);
         return runResult;
     }
 
-    private async Task<StepResult> ExecuteStepAsync(
-        string runId, PlannedStep step, Dictionary<string, StepResult> results, RunOptions options, IRunObserver observer, CancellationToken ct)
+    /// <summary>A run's status from its steps' results.</summary>
+    public static RunStatus Outcome(IReadOnlyList<StepResult> ordered, bool cancelled) =>
+        ordered.All(r => r.Succeeded) ? RunStatus.Succeeded : cancelled || ordered.Any(r => r.Status == StepStatus.Cancelled) ? RunStatus.Cancelled : RunStatus.Failed;
+
+    /// <summary>The run's error line: the first failed step.</summary>
+    public static string? Error(IReadOnlyList<StepResult> ordered) =>
+        ordered.FirstOrDefault(r => r.Status == StepStatus.Failed) is { } failed ? $"step \"{failed.StepId}\" failed: {failed.Error}" : null;
+
+    /// <summary>Writes run.lock.json and the run's output links (a finished run, whoever ran its steps).</summary>
+    public RunResult Publish(string runId, ExecutionPlan plan, RunOptions options, IReadOnlyList<StepResult> ordered, RunStatus status, DateTimeOffset started, DateTimeOffset ended, TimeSpan duration)
+    {
+        var lockFile = WriteLockFile(runId, plan, options, ordered, status, started, ended);
+        Materialize(runId, ordered);
+        return new RunResult(runId, status, ordered, duration, lockFile);
+    }
+
+    /// <summary>A step's result as the ledger recorded it (for schedulers that run steps in other processes).</summary>
+    public static StepResult FromRecord(StepRecord r) => new(r.StepId, r.Activity, r.Status, r.CacheKey,
+        TimeSpan.FromMilliseconds(r.DurationMs ?? 0), r.Outputs ?? new Dictionary<string, OutputRecord>(), r.Error, r.CachedFromRunId,
+        r.KeyMaterial is null ? null : KeyMaterial.FromJson(JsonNode.Parse(r.KeyMaterial)!.AsObject()));
+
+    /// <summary>
+    /// Executes one step whose upstream steps have succeeded (<paramref name="upstream"/> holds their results): cache
+    /// hit, or claim its key, compute, store and record it. The ledger sees Running, then the outcome.
+    /// </summary>
+    public async Task<StepResult> ExecuteStepAsync(
+        string runId, PlannedStep step, IReadOnlyDictionary<string, StepResult> upstream, RunOptions options, IRunObserver observer, CancellationToken ct)
     {
         var clock = Stopwatch.StartNew();
         var startedAt = DateTimeOffset.UtcNow;
@@ -93,11 +119,6 @@ public sealed class InProcessRunner(ArtifactStore store, IRunLedger ledger, Exec
             await ledger.UpsertStepAsync(new StepRecord(runId, step.Id, step.Descriptor.Type, step.Descriptor.Version,
                 StepStatus.Running, null, null, startedAt, null, null, null, null), CancellationToken.None);
 
-            Dictionary<string, StepResult> upstream;
-            lock (results)
-            {
-                upstream = new Dictionary<string, StepResult>(results, StringComparer.Ordinal);
-            }
             material = BuildMaterial(step, upstream);
             var key = material.Key;
 
@@ -138,7 +159,7 @@ public sealed class InProcessRunner(ArtifactStore store, IRunLedger ledger, Exec
         }
     }
 
-    private KeyMaterial BuildMaterial(PlannedStep step, Dictionary<string, StepResult> upstream)
+    private KeyMaterial BuildMaterial(PlannedStep step, IReadOnlyDictionary<string, StepResult> upstream)
     {
         var inputs = new JsonObject();
         var artifacts = new JsonObject();
@@ -207,7 +228,7 @@ public sealed class InProcessRunner(ArtifactStore store, IRunLedger ledger, Exec
     }
 
     private async Task<IReadOnlyDictionary<string, OutputRecord>> ComputeAsync(
-        string runId, PlannedStep step, Dictionary<string, StepResult> upstream, string key, KeyMaterial material,
+        string runId, PlannedStep step, IReadOnlyDictionary<string, StepResult> upstream, string key, KeyMaterial material,
         DateTimeOffset startedAt, Stopwatch clock, IRunObserver observer, CancellationToken ct)
     {
         var scratch = store.CreateScratch($"{runId}-{step.Id}");

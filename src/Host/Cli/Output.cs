@@ -45,6 +45,7 @@ public static class Output
         StepStatus.Skipped => "[grey]skipped[/]",
         StepStatus.Cancelled => "[yellow]cancelled[/]",
         StepStatus.Running => "[yellow]running[/]",
+        StepStatus.Queued => "[grey]queued[/]",
         _ => "[grey]pending[/]",
     };
 
