@@ -61,6 +61,8 @@ public static class Program
             InspectCommands.Why(g),
             ArtifactCommands.Artifacts(g),
             ModelCommands.Model(g),
+            ServerCommands.Serve(g),
+            ServerCommands.Worker(g),
         };
         root.Options.Add(g.Store);
         root.Options.Add(g.Verbose);

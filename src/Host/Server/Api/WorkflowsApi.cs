@@ -1,0 +1,115 @@
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using System.Text.RegularExpressions;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Routing;
+using Pipelines.Engine.Definitions;
+
+namespace Pipelines.Host.Server.Api;
+
+/// <summary>
+/// Workflows as the CLI runs them: JSON files in the server's workflows directory, saved byte for byte. Names are
+/// file stems of letters, digits, '-' and '_', so no request reaches outside the directory.
+/// </summary>
+public static partial class WorkflowsApi
+{
+    [GeneratedRegex("^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")]
+    private static partial Regex NamePattern();
+
+    public static string? FileFor(ServerConfig config, string name) =>
+        NamePattern().IsMatch(name) && !name.Contains("..", StringComparison.Ordinal) ? Path.Combine(config.WorkflowsDirectory, name + ".json") : null;
+
+    public static void Map(IEndpointRouteBuilder app)
+    {
+        var group = app.MapGroup("/api/workflows").WithTags("Workflows");
+        group.MapGet("/", (ServerConfig config) =>
+        {
+            if (!Directory.Exists(config.WorkflowsDirectory))
+            {
+                return Results.Ok(Array.Empty<object>());
+            }
+            var list = Directory.EnumerateFiles(config.WorkflowsDirectory, "*.json")
+                .Where(f => !f.EndsWith(".schema.json", StringComparison.Ordinal))
+                .Order(StringComparer.Ordinal)
+                .Select(f =>
+                {
+                    string? description = null;
+                    try
+                    {
+                        description = JsonNode.Parse(File.ReadAllText(f))?["description"]?.GetValue<string>();
+                    }
+                    catch (Exception e) when (e is JsonException or InvalidOperationException)
+                    {
+                    }
+                    return new { name = Path.GetFileNameWithoutExtension(f), description, modified = File.GetLastWriteTimeUtc(f) };
+                });
+            return Results.Ok(list);
+        }).WithSummary("The saved workflows");
+
+        group.MapGet("/{name}", (string name, ServerConfig config) =>
+            FileFor(config, name) is { } file && File.Exists(file)
+                ? Results.Text(File.ReadAllText(file), "application/json", Encoding.UTF8)
+                : Results.NotFound(new { error = $"no workflow \"{name}\"" }))
+            .WithSummary("A workflow's JSON, exactly as saved");
+
+        group.MapPut("/{name}", async (string name, HttpRequest request, ServerConfig config, RunScheduler scheduler) =>
+        {
+            if (FileFor(config, name) is not { } file)
+            {
+                return Results.BadRequest(new { error = "a workflow name has letters, digits, '.', '-' and '_' only" });
+            }
+            var text = await new StreamReader(request.Body, Encoding.UTF8).ReadToEndAsync();
+            try
+            {
+                if (JsonNode.Parse(text) is not JsonObject)
+                {
+                    return Results.BadRequest(new { error = "expected a JSON object (a workflow)" });
+                }
+            }
+            catch (JsonException e)
+            {
+                return Results.BadRequest(new { error = $"not JSON: {e.Message}" });
+            }
+            Directory.CreateDirectory(config.WorkflowsDirectory);
+            var existed = File.Exists(file);
+            await File.WriteAllTextAsync(file + ".tmp", text);
+            File.Move(file + ".tmp", file, overwrite: true);
+            var diagnostics = Validate(scheduler, text, file);
+            return existed ? Results.Ok(new { name, valid = diagnostics.Count == 0, diagnostics })
+                : Results.Created($"/api/workflows/{name}", new { name, valid = diagnostics.Count == 0, diagnostics });
+        }).WithSummary("Create or replace a workflow (saved even when invalid, with its diagnostics)");
+
+        group.MapDelete("/{name}", (string name, ServerConfig config) =>
+        {
+            if (FileFor(config, name) is not { } file || !File.Exists(file))
+            {
+                return Results.NotFound(new { error = $"no workflow \"{name}\"" });
+            }
+            File.Delete(file);
+            return Results.NoContent();
+        }).WithSummary("Delete a workflow");
+
+        group.MapPost("/validate", async (HttpRequest request, RunScheduler scheduler) =>
+        {
+            var text = await new StreamReader(request.Body, Encoding.UTF8).ReadToEndAsync();
+            var parameters = request.Query.ToDictionary(q => q.Key, q => q.Value.ToString());
+            var diagnostics = Validate(scheduler, text, "request.json", parameters);
+            return Results.Ok(new { valid = diagnostics.Count == 0, diagnostics });
+        }).WithSummary("Validate a workflow (the body) with query-string parameters; every problem with its JSON path");
+    }
+
+    public static IReadOnlyList<Diagnostic> Validate(RunScheduler scheduler, string text, string file, IReadOnlyDictionary<string, string>? parameters = null)
+    {
+        try
+        {
+            scheduler.Compile(new Submission(text, file, parameters ?? new Dictionary<string, string>()));
+            return [];
+        }
+        catch (WorkflowInvalidException e)
+        {
+            return e.Diagnostics;
+        }
+    }
+}

@@ -1,0 +1,61 @@
+using System.Collections.Concurrent;
+using System.Threading.Channels;
+using Pipelines.Engine.Activities;
+using Pipelines.Engine.Planning;
+using Pipelines.Engine.Running;
+
+namespace Pipelines.Host.Server;
+
+/// <summary>One live event of a run, for the server-sent event stream.</summary>
+public sealed record RunEvent(string Type, string RunId, string? StepId, object Data);
+
+/// <summary>
+/// Live progress and logs of steps running in this process, fanned out to event-stream subscribers. Status changes
+/// of steps run by other workers reach subscribers through the ledger (the stream polls it).
+/// </summary>
+public sealed class RunEvents
+{
+    private readonly ConcurrentDictionary<Guid, (string RunId, Channel<RunEvent> Channel)> _subscribers = new();
+
+    public IRunObserver Observer(string runId) => new Forwarder(this, runId);
+
+    public (ChannelReader<RunEvent> Reader, IDisposable Subscription) Subscribe(string runId)
+    {
+        var id = Guid.NewGuid();
+        var channel = Channel.CreateBounded<RunEvent>(new BoundedChannelOptions(1000) { FullMode = BoundedChannelFullMode.DropOldest });
+        _subscribers[id] = (runId, channel);
+        return (channel.Reader, new Unsubscribe(() => _subscribers.TryRemove(id, out _)));
+    }
+
+    private void Publish(RunEvent e)
+    {
+        foreach (var (_, (runId, channel)) in _subscribers)
+        {
+            if (runId == e.RunId)
+            {
+                channel.Writer.TryWrite(e);
+            }
+        }
+    }
+
+    private sealed class Unsubscribe(Action action) : IDisposable
+    {
+        public void Dispose() => action();
+    }
+
+    private sealed class Forwarder(RunEvents events, string runId) : IRunObserver
+    {
+        public void StepStarted(string stepId) => events.Publish(new RunEvent("step-started", runId, stepId, new { }));
+
+        public void StepProgress(string stepId, StepProgress progress) =>
+            events.Publish(new RunEvent("progress", runId, stepId, new { fraction = progress.Fraction, message = progress.Message }));
+
+        public void StepLog(string stepId, string message) => events.Publish(new RunEvent("log", runId, stepId, new { message }));
+
+        public void Warning(string message) => events.Publish(new RunEvent("warning", runId, null, new { message }));
+
+        public void RunStarted(string id, ExecutionPlan plan)
+        {
+        }
+    }
+}
