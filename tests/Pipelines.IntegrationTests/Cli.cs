@@ -16,6 +16,9 @@ public sealed class Cli : IDisposable
     public string Root { get; }
     public string Store => Path.Combine(Root, "artifacts");
 
+    /// <summary>Extra environment for every process this starts.</summary>
+    public Dictionary<string, string> Environment { get; } = new();
+
     public static string Dll => Path.Combine(AppContext.BaseDirectory, "pipelines.dll");
 
     public sealed record Result(int ExitCode, string Stdout, string Stderr)
@@ -33,6 +36,10 @@ public sealed class Cli : IDisposable
         }
         psi.Environment["PIPELINES_STORE"] = Store;
         psi.Environment.Remove("PIPELINES_DEBUG");
+        foreach (var (k, v) in Environment)
+        {
+            psi.Environment[k] = v;
+        }
         return psi;
     }
 

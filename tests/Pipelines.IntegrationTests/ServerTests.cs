@@ -1,0 +1,223 @@
+using System.Diagnostics;
+using System.Net;
+using System.Net.Http.Json;
+using System.Text;
+using System.Text.Json.Nodes;
+
+namespace Pipelines.IntegrationTests;
+
+/// <summary>The real <c>pipelines serve</c> and <c>pipelines worker</c> processes, over HTTP.</summary>
+public sealed class ServerTests : IDisposable
+{
+    private const string Key = "test-key-0123456789";
+    private readonly Cli _cli = new();
+    private readonly List<Process> _processes = [];
+    private readonly HttpClient _http = new() { Timeout = TimeSpan.FromSeconds(60) };
+
+    /// <summary>Training (a few seconds), then evaluation: a step long enough to be interrupted.</summary>
+    private const string Training = """
+        {
+          "name": "train-eval",
+          "steps": [
+            { "id": "train", "activity": "model.train-toy", "inputs": { "task": "greater-than", "steps": 300, "dModel": 32, "dMlp": 64, "nLayers": 1 } },
+            { "id": "pairs", "activity": "data.toy-task", "inputs": { "task": "greater-than", "count": 32 } },
+            { "id": "evaluate", "activity": "model.evaluate", "inputs": { "model": { "from": "train.model" }, "dataset": { "from": "pairs.dataset" } } }
+          ]
+        }
+        """;
+
+    private string Url { get; set; } = "";
+
+    private Process Start(string until, params string[] args)
+    {
+        var (process, _) = _cli.StartUntil(line => line.Contains(until, StringComparison.Ordinal), args);
+        _processes.Add(process);
+        return process;
+    }
+
+    private void Serve(params string[] extra)
+    {
+        Url = $"http://127.0.0.1:{PostgresServer.FreePort()}";
+        _cli.Environment["PIPELINES_API_KEY"] = Key;
+        Start("Now listening", ["serve", "--urls", Url, .. extra]);
+    }
+
+    private HttpRequestMessage Request(HttpMethod method, string path, object? body = null, bool key = true)
+    {
+        var r = new HttpRequestMessage(method, Url + path);
+        if (body is string text)
+        {
+            r.Content = new StringContent(text, Encoding.UTF8, "application/json");
+        }
+        else if (body is not null)
+        {
+            r.Content = JsonContent.Create(body);
+        }
+        if (key)
+        {
+            r.Headers.Add("X-Api-Key", Key);
+        }
+        return r;
+    }
+
+    private async Task<JsonNode> Json(HttpMethod method, string path, object? body = null, HttpStatusCode expect = HttpStatusCode.OK)
+    {
+        using var response = await _http.SendAsync(Request(method, path, body));
+        var text = await response.Content.ReadAsStringAsync();
+        Assert.True(response.StatusCode == expect, $"{method} {path}: {(int)response.StatusCode} {text}");
+        return JsonNode.Parse(text)!;
+    }
+
+    private async Task<string> Submit(string workflowJson)
+    {
+        var r = await Json(HttpMethod.Post, "/api/runs", new { definition = JsonNode.Parse(workflowJson) }, HttpStatusCode.Accepted);
+        return r["runId"]!.GetValue<string>();
+    }
+
+    private async Task<JsonNode> WaitFor(string runId, Func<JsonNode, bool> condition, int seconds = 150)
+    {
+        var clock = Stopwatch.StartNew();
+        while (true)
+        {
+            var run = await Json(HttpMethod.Get, $"/api/runs/{runId}");
+            if (condition(run))
+            {
+                return run;
+            }
+            Assert.True(clock.Elapsed.TotalSeconds < seconds, $"timed out; last state: {run.ToJsonString()}");
+            await Task.Delay(250);
+        }
+    }
+
+    private static string StepStatus(JsonNode run, string step) => run["steps"]!.AsArray().First(s => s!["id"]!.GetValue<string>() == step)!["status"]!.GetValue<string>();
+
+    private static Dictionary<string, string> Digests(JsonNode run) => run["steps"]!.AsArray()
+        .SelectMany(s => (s!["outputs"]?.AsObject() ?? []).Select(o => ($"{s["id"]}.{o.Key}", o.Value!["digest"]!.GetValue<string>())))
+        .ToDictionary(p => p.Item1, p => p.Item2);
+
+    /// <summary>The same workflow through the in-process CLI runner, in its own store: the reference digests.</summary>
+    private Dictionary<string, string> InProcessDigests(string workflowJson)
+    {
+        using var other = new Cli();
+        other.Write("w.json", workflowJson);
+        var r = other.Run("run", "w.json");
+        Assert.True(r.ExitCode == 0, r.All);
+        return other.Digests(Cli.RunId(r.Stdout));
+    }
+
+    [Fact]
+    public async Task EmbeddedServerRunsWorkflowsThroughTheApiAndRefusesUnauthorizedChanges()
+    {
+        Serve();
+        var health = await Json(HttpMethod.Get, "/api/health");
+        Assert.Equal("embedded", health["storage"]!.GetValue<string>());
+
+        // Mutations without the key are refused; reads are not.
+        using (var denied = await _http.SendAsync(Request(HttpMethod.Post, "/api/runs", new { workflow = "x" }, key: false)))
+        {
+            Assert.Equal(HttpStatusCode.Unauthorized, denied.StatusCode);
+        }
+        using (var denied = await _http.SendAsync(Request(HttpMethod.Put, "/api/workflows/x", "{}", key: false)))
+        {
+            Assert.Equal(HttpStatusCode.Unauthorized, denied.StatusCode);
+        }
+        using (var wrong = new HttpRequestMessage(HttpMethod.Delete, Url + "/api/workflows/x"))
+        {
+            wrong.Headers.Add("X-Api-Key", "not-the-key");
+            Assert.Equal(HttpStatusCode.Unauthorized, (await _http.SendAsync(wrong)).StatusCode);
+        }
+        var activities = await Json(HttpMethod.Get, "/api/activities");
+        Assert.Contains(activities.AsArray(), a => a!["type"]!.GetValue<string>() == "circuits.attribute");
+        var openApi = await Json(HttpMethod.Get, "/openapi/v1.json");
+        Assert.NotNull(openApi["paths"]!["/api/runs/{id}/events"]);
+
+        // Workflows: saved byte for byte, validated with JSON paths, deleted; names cannot leave the directory.
+        var text = "{\n  \"name\": \"toy\",\n  \"steps\": [ { \"id\": \"pairs\", \"activity\": \"data.toy-task\", \"inputs\": { \"task\": \"ioi\", \"count\": 8 } } ]\n}\n";
+        var saved = await Json(HttpMethod.Put, "/api/workflows/toy", text, HttpStatusCode.Created);
+        Assert.True(saved["valid"]!.GetValue<bool>());
+        Assert.Equal(text, await _http.GetStringAsync(Url + "/api/workflows/toy"));
+        Assert.Equal(text, File.ReadAllText(Path.Combine(_cli.Root, "workflows", "toy.json")));
+        var invalid = await Json(HttpMethod.Post, "/api/workflows/validate", "{ \"name\": \"bad\", \"steps\": [ { \"id\": \"a\", \"activity\": \"data.toy-task\", \"inputs\": { \"task\": \"ioi\", \"count\": -1 } } ] }");
+        Assert.False(invalid["valid"]!.GetValue<bool>());
+        Assert.Equal("$.steps[0].inputs.count", invalid["diagnostics"]![0]!["jsonPath"]!.GetValue<string>());
+        using (var escape = await _http.SendAsync(Request(HttpMethod.Put, "/api/workflows/..%2F..%2Fetc%2Fx", "{}")))
+        {
+            Assert.NotEqual(HttpStatusCode.Created, escape.StatusCode);
+        }
+        var escaping = await Json(HttpMethod.Post, "/api/runs", new { definition = JsonNode.Parse("""{ "name": "e", "steps": [ { "id": "l", "activity": "data.load-jsonl", "inputs": { "path": "/etc/passwd" } } ] }""") }, HttpStatusCode.BadRequest);
+        Assert.Contains("outside", escaping["diagnostics"]![0]!["message"]!.GetValue<string>());
+
+        // A run by name, to completion, with its events and artifacts.
+        var runId = (await Json(HttpMethod.Post, "/api/runs", new { workflow = "toy" }, HttpStatusCode.Accepted))["runId"]!.GetValue<string>();
+        var done = await WaitFor(runId, r => r["run"]!["status"]!.GetValue<string>() != "running");
+        Assert.Equal("succeeded", done["run"]!["status"]!.GetValue<string>());
+        var events = await _http.GetStringAsync($"{Url}/api/runs/{runId}/events");
+        Assert.Contains("event: step", events);
+        Assert.Contains("event: run", events);
+        var digest = done["steps"]![0]!["outputs"]!["dataset"]!["digest"]!.GetValue<string>();
+        using var download = await _http.GetAsync($"{Url}/api/artifacts/{digest}");
+        Assert.Equal("application/x-ndjson", download.Content.Headers.ContentType!.MediaType);
+        Assert.Equal(8, (await download.Content.ReadAsStringAsync()).Split('\n', StringSplitOptions.RemoveEmptyEntries).Length);
+        Assert.True(File.Exists(Path.Combine(_cli.Store, "runs", runId, "run.lock.json")));
+        Assert.Equal(HttpStatusCode.OK, (await _http.GetAsync(Url + "/hangfire")).StatusCode); // local requests see the dashboard
+        Assert.Equal(HttpStatusCode.NoContent, (await _http.SendAsync(Request(HttpMethod.Delete, "/api/workflows/toy"))).StatusCode);
+    }
+
+    [Fact]
+    public async Task WithPostgresAWorkerKilledMidStepIsReplacedAndTheRunCompletesWithTheSameDigests()
+    {
+        using var pg = new PostgresServer();
+        _cli.Environment["PIPELINES_DATABASE"] = pg.CreateDatabase();
+        _cli.Environment["PIPELINES_INVISIBILITY_SECONDS"] = "5";
+        Serve("--workers", "0"); // the server only schedules
+        Assert.Equal("postgresql", (await Json(HttpMethod.Get, "/api/health"))["storage"]!.GetValue<string>());
+        var first = Start("pipelines worker", "worker", "--queues", "default,gpu");
+        var runId = await Submit(Training);
+        await WaitFor(runId, r => StepStatus(r, "train") == "running");
+        await Task.Delay(1000);
+        first.Kill(entireProcessTree: true); // SIGKILL, mid-step
+        first.WaitForExit();
+        Start("pipelines worker", "worker", "--queues", "default,gpu");
+        var done = await WaitFor(runId, r => r["run"]!["status"]!.GetValue<string>() != "running");
+        Assert.Equal("succeeded", done["run"]!["status"]!.GetValue<string>());
+        Assert.Equal(InProcessDigests(Training), Digests(done));
+    }
+
+    [Fact]
+    public async Task WithPostgresRestartedMidRunTheRunFinishesOnceItIsBack()
+    {
+        using var pg = new PostgresServer();
+        _cli.Environment["PIPELINES_DATABASE"] = pg.CreateDatabase();
+        _cli.Environment["PIPELINES_INVISIBILITY_SECONDS"] = "10";
+        Serve("--workers", "0");
+        Start("pipelines worker", "worker", "--queues", "default,gpu");
+        var runId = await Submit(Training);
+        await WaitFor(runId, r => StepStatus(r, "train") == "running");
+        pg.Stop();
+        await Task.Delay(3000);
+        pg.Start();
+        var done = await WaitFor(runId, r => r["run"]!["status"]!.GetValue<string>() != "running");
+        Assert.Equal("succeeded", done["run"]!["status"]!.GetValue<string>());
+        Assert.Equal(InProcessDigests(Training), Digests(done));
+    }
+
+    public void Dispose()
+    {
+        foreach (var p in _processes)
+        {
+            try
+            {
+                if (!p.HasExited)
+                {
+                    p.Kill(entireProcessTree: true);
+                    p.WaitForExit(10_000);
+                }
+            }
+            catch (InvalidOperationException)
+            {
+            }
+        }
+        _http.Dispose();
+        _cli.Dispose();
+    }
+}
