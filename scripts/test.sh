@@ -5,8 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# OS packages the tests need (none beyond the SDK yet; later issues add PostgreSQL, Chromium, jemalloc).
-APT_PACKAGES=()
+# OS packages the tests need: PostgreSQL (the server tests start their own cluster from its binaries).
+APT_PACKAGES=(postgresql)
 if [ ${#APT_PACKAGES[@]} -gt 0 ]; then
   missing=()
   for p in "${APT_PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done

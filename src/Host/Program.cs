@@ -63,6 +63,7 @@ public static class Program
             ModelCommands.Model(g),
             ServerCommands.Serve(g),
             ServerCommands.Worker(g),
+            ServerCommands.Health(g),
         };
         root.Options.Add(g.Store);
         root.Options.Add(g.Verbose);

@@ -79,6 +79,50 @@ public static class ServerCommands
         return command;
     }
 
+    /// <summary><c>pipelines health</c>: for container health checks (the images have no curl).</summary>
+    public static Command Health(GlobalOptions g)
+    {
+        var url = new Option<string?>("--url") { Description = "Check a server: GET URL/api/health" };
+        var database = new Option<bool>("--database") { Description = "Check that PostgreSQL ($PIPELINES_DATABASE) answers" };
+        var command = new Command("health", "Exit 0 when the server (--url) or the database (--database) answers, 1 otherwise") { url, database };
+        command.SetAction(async (p, ct) =>
+        {
+            try
+            {
+                if (p.GetValue(url) is { } u)
+                {
+                    using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(5) };
+                    using var response = await http.GetAsync(u.TrimEnd('/') + "/api/health", ct);
+                    Console.WriteLine($"{u}: {(int)response.StatusCode}");
+                    return response.IsSuccessStatusCode ? ExitCodes.Ok : ExitCodes.Failed;
+                }
+                if (p.GetValue(database))
+                {
+                    var cs = Environment.GetEnvironmentVariable("PIPELINES_DATABASE");
+                    if (string.IsNullOrEmpty(cs))
+                    {
+                        Output.Error.MarkupLine("[red bold]error:[/] PIPELINES_DATABASE is not set");
+                        return ExitCodes.Invalid;
+                    }
+                    await using var c = new Npgsql.NpgsqlConnection(cs);
+                    await c.OpenAsync(ct);
+                    await using var cmd = new Npgsql.NpgsqlCommand("SELECT 1", c);
+                    await cmd.ExecuteScalarAsync(ct);
+                    Console.WriteLine("database: ok");
+                    return ExitCodes.Ok;
+                }
+                Output.Error.MarkupLine("[red bold]error:[/] give --url or --database");
+                return ExitCodes.Invalid;
+            }
+            catch (Exception e) when (e is HttpRequestException or Npgsql.NpgsqlException or TaskCanceledException or System.Net.Sockets.SocketException)
+            {
+                Console.WriteLine($"unhealthy: {e.Message}");
+                return ExitCodes.Failed;
+            }
+        });
+        return command;
+    }
+
     private static List<string>? Queues(string? value) =>
         value?.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).ToList();
 }
