@@ -20,6 +20,7 @@ public static class ServiceCollectionExtensions
         services.AddActivity<SplitActivity>();
         services.AddActivity<JsonReportActivity>();
         services.AddActivity<CircuitReportActivity>();
+        services.AddActivity<TrendReportActivity>();
         services.AddActivity<ToyTaskActivity>();
         services.AddActivity<ImportCounterfactualActivity>();
         services.AddActivity<LoadModelActivity>();

@@ -172,7 +172,7 @@ public sealed class CliTests : IDisposable
         Assert.Contains("trainFraction", describe.Stdout);
         Assert.Contains("0.8", describe.Stdout);
         var json = JsonNode.Parse(_cli.Run("activities", "list", "--json").Stdout)!.AsArray();
-        Assert.Equal(14, json.Count);
+        Assert.Equal(15, json.Count);
         var schema = _cli.Run("schema");
         Assert.Equal(File.ReadAllText(Path.Combine(RepoRoot(), "workflows", "workflow.schema.json")), schema.Stdout);
     }

@@ -201,6 +201,69 @@ public sealed class ServerTests : IDisposable
         Assert.Equal(InProcessDigests(Training), Digests(done));
     }
 
+    [Fact]
+    public async Task TheCheckpointWatcherStartsExactlyOneRunPerNewCompleteCheckpoint()
+    {
+        Serve();
+        var workflow = JsonNode.Parse(File.ReadAllText(Path.Combine(RepoPaths.Root(), "workflows", "checkpoint-watch.json")))!;
+        workflow["triggers"]![0]!["stableSeconds"] = 1;
+        workflow["steps"]![1]!["inputs"]!["count"] = 16;
+        await Json(HttpMethod.Put, "/api/workflows/checkpoint-watch", workflow.ToJsonString(), HttpStatusCode.Created);
+        // Training writes step-000020, -40 and -60; the watched directory receives them as a training run would.
+        var train = _cli.Run("model", "train-toy", "--steps", "60", "--checkpoint-every", "20", "--out", "staging");
+        Assert.True(train.ExitCode == 0, train.All);
+        string Staged(string step, string file) => Path.Combine(_cli.Root, "staging", step, file);
+        var watched = Path.Combine(_cli.Root, "checkpoints", "ioi");
+        foreach (var step in new[] { "step-000020", "step-000040" })
+        {
+            Directory.CreateDirectory(Path.Combine(watched, step));
+            foreach (var f in Directory.GetFiles(Path.Combine(_cli.Root, "staging", step)))
+            {
+                File.Copy(f, Path.Combine(watched, step, Path.GetFileName(f)));
+            }
+        }
+        await Task.Delay(1500);
+
+        async Task<JsonNode> Check() => await Json(HttpMethod.Post, "/api/workflows/checkpoint-watch/triggers/new-checkpoint/check");
+        var first = await Check();
+        Assert.Equal(2, first["started"]!.AsArray().Count);
+        var again = await Check();
+        Assert.Empty(again["started"]!.AsArray());
+        Assert.Equal(2, again["known"]!.GetValue<int>());
+
+        // A checkpoint still being written is not ready; once complete and settled it starts one run.
+        var partial = Path.Combine(watched, "step-000060");
+        Directory.CreateDirectory(partial);
+        File.Copy(Staged("step-000060", "config.json"), Path.Combine(partial, "config.json"));
+        var source = File.ReadAllBytes(Staged("step-000060", "model.safetensors"));
+        File.WriteAllBytes(Path.Combine(partial, "model.safetensors"), source[..(source.Length / 2)]); // truncated
+        await Task.Delay(1500);
+        var waiting = await Check();
+        Assert.Empty(waiting["started"]!.AsArray());
+        Assert.Contains("step-000060", waiting["notReady"]!.AsArray().Select(n => n!.GetValue<string>()));
+        File.WriteAllBytes(Path.Combine(partial, "model.safetensors"), source);
+        File.Copy(Staged("step-000060", "tokenizer.json"), Path.Combine(partial, "tokenizer.json"));
+        await Task.Delay(1500);
+        var third = await Check();
+        Assert.Single(third["started"]!.AsArray());
+
+        var runs = first["started"]!.AsArray().Concat(third["started"]!.AsArray()).Select(r => r!.GetValue<string>()).ToList();
+        foreach (var run in runs)
+        {
+            var done = await WaitFor(run, r => r["run"]!["status"]!.GetValue<string>() != "running");
+            Assert.True(done["run"]!["status"]!.GetValue<string>() == "succeeded", done.ToJsonString());
+        }
+        // The last run's trend covers all three checkpoints, with the overlap of each with the previous one.
+        var last = await Json(HttpMethod.Get, $"/api/runs/{runs[2]}");
+        var trendDigest = last["steps"]!.AsArray().First(s => s!["id"]!.GetValue<string>() == "trend")!["outputs"]!["trend"]!["digest"]!.GetValue<string>();
+        var trend = JsonNode.Parse(await _http.GetStringAsync($"{Url}/api/artifacts/{trendDigest}"))!;
+        Assert.Equal(["step-000020", "step-000040", "step-000060"], trend["checkpoints"]!.AsArray().Select(c => c!["checkpoint"]!.GetValue<string>()));
+        Assert.Null(trend["checkpoints"]![0]!["overlapWithPrevious"]);
+        Assert.InRange(trend["checkpoints"]![2]!["overlapWithPrevious"]!.GetValue<double>(), 0, 1);
+        var all = await Json(HttpMethod.Get, "/api/runs");
+        Assert.Equal(3, all.AsArray().Count(r => r!["workflow"]!.GetValue<string>() == "checkpoint-watch"));
+    }
+
     public void Dispose()
     {
         foreach (var p in _processes)

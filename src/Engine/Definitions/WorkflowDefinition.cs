@@ -11,6 +11,8 @@ public sealed record WorkflowDefinition
     public IReadOnlyList<StepDefinition> Steps { get; init; } = [];
     /// <summary>Designer layout (node positions); carried through untouched and never part of a cache key.</summary>
     public JsonObject? Layout { get; init; }
+    /// <summary>Checkpoint watchers: the server starts a run for each new checkpoint they find.</summary>
+    public IReadOnlyList<TriggerDefinition> Triggers { get; init; } = [];
     /// <summary>The file it was read from, for diagnostics; "&lt;inline&gt;" when not from a file.</summary>
     public string SourceFile { get; init; } = "<inline>";
 }
@@ -50,3 +52,10 @@ public sealed record StepOutputBinding(string Step, string Output, string JsonPa
 
 /// <summary>A list of bindings, for list-typed ports: <c>[{ "from": "a.x" }, { "from": "b.x" }]</c>.</summary>
 public sealed record ListBinding(IReadOnlyList<InputBinding> Items, string JsonPath) : InputBinding(JsonPath);
+
+/// <summary>
+/// A checkpoint watcher: on <see cref="Schedule"/> (cron), look in <see cref="Watch"/> for entries matching
+/// <see cref="Pattern"/>; each new, complete one (size stable for <see cref="StableSeconds"/>) starts a run with its
+/// path bound to the workflow parameter <see cref="Parameter"/>. Checkpoints are deduplicated by content digest.
+/// </summary>
+public sealed record TriggerDefinition(string Id, string Watch, string Pattern, string Parameter, string Schedule, int StableSeconds);

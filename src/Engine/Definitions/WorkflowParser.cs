@@ -99,6 +99,7 @@ public static partial class WorkflowParser
         var parameters = new List<ParameterDefinition>();
         var steps = new List<StepDefinition>();
         JsonObject? layout = null;
+        var triggers = new List<TriggerDefinition>();
         var seen = new HashSet<string>(StringComparer.Ordinal);
         var sawSteps = false;
 
@@ -138,8 +139,11 @@ public static partial class WorkflowParser
                         layout = JsonNode.Parse(prop.Value.GetRawText()) as JsonObject;
                     }
                     break;
+                case "triggers":
+                    ReadTriggers(prop.Value, file, path, errors, triggers);
+                    break;
                 default:
-                    errors.Add(new(file, path, $"unknown property \"{prop.Name}\"; expected one of: name, description, parameters, steps, layout, $schema"));
+                    errors.Add(new(file, path, $"unknown property \"{prop.Name}\"; expected one of: name, description, parameters, steps, triggers, layout, $schema"));
                     break;
             }
         }
@@ -160,8 +164,62 @@ public static partial class WorkflowParser
             Parameters = parameters,
             Steps = steps,
             Layout = layout,
+            Triggers = triggers,
             SourceFile = file,
         };
+    }
+
+    private static readonly string[] TriggerProperties = ["id", "watch", "pattern", "parameter", "schedule", "stableSeconds"];
+
+    private static void ReadTriggers(JsonElement value, string file, string path, List<Diagnostic> errors, List<TriggerDefinition> triggers)
+    {
+        if (value.ValueKind != JsonValueKind.Array)
+        {
+            errors.Add(new(file, path, $"expected an array of triggers, got {Describe(value)}"));
+            return;
+        }
+        var i = 0;
+        foreach (var item in value.EnumerateArray())
+        {
+            var at = $"{path}[{i++}]";
+            if (item.ValueKind != JsonValueKind.Object)
+            {
+                errors.Add(new(file, at, $"expected a trigger object, got {Describe(item)}"));
+                continue;
+            }
+            string? Text(string name, string? fallback)
+            {
+                if (!item.TryGetProperty(name, out var v))
+                {
+                    if (fallback is null)
+                    {
+                        errors.Add(new(file, at, $"missing required property \"{name}\""));
+                    }
+                    return fallback;
+                }
+                if (v.ValueKind != JsonValueKind.String || v.GetString()!.Length == 0)
+                {
+                    errors.Add(new(file, JsonPaths.Prop(at, name), $"expected a non-empty string, got {Describe(v)}"));
+                    return fallback;
+                }
+                return v.GetString();
+            }
+            foreach (var p in item.EnumerateObject().Where(p => !TriggerProperties.Contains(p.Name)))
+            {
+                errors.Add(new(file, JsonPaths.Prop(at, p.Name), $"unknown property \"{p.Name}\"; expected one of: {string.Join(", ", TriggerProperties)}"));
+            }
+            var stable = 10;
+            if (item.TryGetProperty("stableSeconds", out var s) && (s.ValueKind != JsonValueKind.Number || !s.TryGetInt32(out stable) || stable < 0))
+            {
+                errors.Add(new(file, JsonPaths.Prop(at, "stableSeconds"), $"expected a whole number of seconds ≥ 0, got {Describe(s)}"));
+            }
+            var schedule = Text("schedule", "* * * * *")!;
+            if (schedule.Split(' ', StringSplitOptions.RemoveEmptyEntries).Length is not (5 or 6))
+            {
+                errors.Add(new(file, JsonPaths.Prop(at, "schedule"), $"expected a cron expression (5 fields, e.g. \"*/5 * * * *\"), got \"{schedule}\""));
+            }
+            triggers.Add(new TriggerDefinition(Text("id", null) ?? "", Text("watch", null) ?? "", Text("pattern", "*")!, Text("parameter", null) ?? "", schedule, stable));
+        }
     }
 
     private static void ReadParameters(JsonElement element, string file, string path, List<Diagnostic> errors, List<ParameterDefinition> parameters)

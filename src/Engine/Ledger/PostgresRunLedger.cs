@@ -12,7 +12,7 @@ namespace Pipelines.Engine.Ledger;
 /// </summary>
 public sealed class PostgresRunLedger : IRunLedger
 {
-    private const int SchemaVersion = 1;
+    private const int SchemaVersion = 2;
     private readonly NpgsqlDataSource _source;
 
     public static TimeSpan RetryWindow { get; set; } = TimeSpan.FromSeconds(60);
@@ -46,6 +46,15 @@ public sealed class PostgresRunLedger : IRunLedger
                     cache_key TEXT, key_material TEXT, started_at TIMESTAMPTZ, ended_at TIMESTAMPTZ, duration_ms DOUBLE PRECISION,
                     error TEXT, outputs JSONB, cached_from TEXT, PRIMARY KEY (run_id, step_id));
                 INSERT INTO pipelines.schema_version VALUES (1);
+                """);
+        }
+        if (version < 2)
+        {
+            await Exec(c, tx, """
+                CREATE TABLE pipelines.checkpoints (
+                    workflow TEXT NOT NULL, trigger_id TEXT NOT NULL, digest TEXT NOT NULL, path TEXT NOT NULL, run_id TEXT,
+                    seen_at TIMESTAMPTZ NOT NULL DEFAULT now(), PRIMARY KEY (workflow, trigger_id, digest));
+                INSERT INTO pipelines.schema_version VALUES (2);
                 """);
         }
         await tx.CommitAsync();
@@ -191,6 +200,32 @@ public sealed class PostgresRunLedger : IRunLedger
         await using var cmd = Command(c, null, "UPDATE pipelines.steps SET status = @to, error = COALESCE(@error, error) WHERE run_id = @run AND step_id = @step AND status = ANY(@from)",
             ("to", to.ToString()), ("error", error), ("run", runId), ("step", stepId), ("from", from.Select(f => f.ToString()).ToArray()));
         return await cmd.ExecuteNonQueryAsync(ct) == 1;
+    }, ct);
+
+    public Task<bool> ClaimCheckpointAsync(string workflow, string trigger, string digest, string path, CancellationToken ct = default) => With(async c =>
+    {
+        await using var cmd = Command(c, null, "INSERT INTO pipelines.checkpoints (workflow, trigger_id, digest, path) VALUES (@w, @t, @d, @p) ON CONFLICT DO NOTHING",
+            ("w", workflow), ("t", trigger), ("d", digest), ("p", path));
+        return await cmd.ExecuteNonQueryAsync(ct) == 1;
+    }, ct);
+
+    public Task SetCheckpointRunAsync(string workflow, string trigger, string digest, string runId, CancellationToken ct = default) => With(async c =>
+    {
+        await Exec(c, null, "UPDATE pipelines.checkpoints SET run_id = @r WHERE workflow = @w AND trigger_id = @t AND digest = @d",
+            ("r", runId), ("w", workflow), ("t", trigger), ("d", digest));
+        return 0;
+    }, ct);
+
+    public Task<IReadOnlyList<CheckpointRecord>> ListCheckpointsAsync(string workflow, CancellationToken ct = default) => With<IReadOnlyList<CheckpointRecord>>(async c =>
+    {
+        var result = new List<CheckpointRecord>();
+        await using var cmd = Command(c, null, "SELECT * FROM pipelines.checkpoints WHERE workflow = @w ORDER BY seen_at, path", ("w", workflow));
+        await using var r = await cmd.ExecuteReaderAsync(ct);
+        while (await r.ReadAsync(ct))
+        {
+            result.Add(new CheckpointRecord(Text(r, "workflow")!, Text(r, "trigger_id")!, Text(r, "digest")!, Text(r, "path")!, Text(r, "run_id"), Time(r, "seen_at")!.Value));
+        }
+        return result;
     }, ct);
 
     public Task<bool> TransitionRunAsync(string runId, RunStatus from, RunStatus to, DateTimeOffset? endedAt, string? error, CancellationToken ct = default) => With(async c =>

@@ -68,6 +68,20 @@ public interface IRunLedger : IDisposable
     /// </summary>
     Task<bool> TransitionStepAsync(string runId, string stepId, IReadOnlyList<StepStatus> from, StepStatus to, string? error = null, CancellationToken ct = default);
 
+    /// <summary>
+    /// Records a checkpoint a trigger found, keyed by its content digest; true only for the first caller, which then
+    /// starts its run. A checkpoint seen again (or copied elsewhere) never starts a second one.
+    /// </summary>
+    Task<bool> ClaimCheckpointAsync(string workflow, string trigger, string digest, string path, CancellationToken ct = default);
+
+    Task SetCheckpointRunAsync(string workflow, string trigger, string digest, string runId, CancellationToken ct = default);
+
+    /// <summary>The checkpoints a workflow's triggers found, oldest first.</summary>
+    Task<IReadOnlyList<CheckpointRecord>> ListCheckpointsAsync(string workflow, CancellationToken ct = default);
+
     /// <summary>Atomically finishes or reopens a run if its status is <paramref name="from"/>; true when this call made the change.</summary>
     Task<bool> TransitionRunAsync(string runId, RunStatus from, RunStatus to, DateTimeOffset? endedAt, string? error, CancellationToken ct = default);
 }
+
+/// <summary>A checkpoint found by a workflow's trigger, and the run it started.</summary>
+public sealed record CheckpointRecord(string Workflow, string Trigger, string Digest, string Path, string? RunId, DateTimeOffset SeenAt);

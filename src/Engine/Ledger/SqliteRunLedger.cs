@@ -8,7 +8,7 @@ namespace Pipelines.Engine.Ledger;
 /// <summary>The embedded ledger: one SQLite file (WAL mode), safe for several processes on one machine.</summary>
 public sealed class SqliteRunLedger : IRunLedger
 {
-    private const int SchemaVersion = 1;
+    private const int SchemaVersion = 2;
     private readonly string _connectionString;
     private readonly SemaphoreSlim _gate = new(1, 1);
 
@@ -50,6 +50,14 @@ public sealed class SqliteRunLedger : IRunLedger
                     activity TEXT NOT NULL, activity_version INTEGER NOT NULL, status TEXT NOT NULL,
                     cache_key TEXT, key_material TEXT, started_at TEXT, ended_at TEXT, duration_ms REAL, error TEXT,
                     outputs TEXT, cached_from TEXT, PRIMARY KEY (run_id, step_id));
+                """);
+        }
+        if (version < 2)
+        {
+            Exec(c, tx, """
+                CREATE TABLE IF NOT EXISTS checkpoints (
+                    workflow TEXT NOT NULL, trigger_id TEXT NOT NULL, digest TEXT NOT NULL, path TEXT NOT NULL, run_id TEXT,
+                    seen_at TEXT NOT NULL, PRIMARY KEY (workflow, trigger_id, digest));
                 """);
             Exec(c, tx, $"PRAGMA user_version = {SchemaVersion}");
         }
@@ -152,6 +160,37 @@ public sealed class SqliteRunLedger : IRunLedger
             changed = cmd.ExecuteNonQuery();
         }, ct);
         return changed == 1;
+    }
+
+    public async Task<bool> ClaimCheckpointAsync(string workflow, string trigger, string digest, string path, CancellationToken ct = default)
+    {
+        var changed = 0;
+        await WithConnection(c =>
+        {
+            using var cmd = Command(c, null, "INSERT INTO checkpoints (workflow, trigger_id, digest, path, seen_at) VALUES ($w, $t, $d, $p, $at) ON CONFLICT DO NOTHING",
+                ("$w", workflow), ("$t", trigger), ("$d", digest), ("$p", path), ("$at", Time(DateTimeOffset.UtcNow)));
+            changed = cmd.ExecuteNonQuery();
+        }, ct);
+        return changed == 1;
+    }
+
+    public Task SetCheckpointRunAsync(string workflow, string trigger, string digest, string runId, CancellationToken ct = default) =>
+        WithConnection(c => Exec(c, null, "UPDATE checkpoints SET run_id = $r WHERE workflow = $w AND trigger_id = $t AND digest = $d",
+            ("$r", runId), ("$w", workflow), ("$t", trigger), ("$d", digest)), ct);
+
+    public async Task<IReadOnlyList<CheckpointRecord>> ListCheckpointsAsync(string workflow, CancellationToken ct = default)
+    {
+        var result = new List<CheckpointRecord>();
+        await WithConnection(c =>
+        {
+            using var cmd = Command(c, null, "SELECT * FROM checkpoints WHERE workflow = $w ORDER BY seen_at, path", ("$w", workflow));
+            using var r = cmd.ExecuteReader();
+            while (r.Read())
+            {
+                result.Add(new CheckpointRecord(r.GetString(0), r.GetString(1), r.GetString(2), r.GetString(3), NullableString(r, "run_id"), ParseTime(r.GetString(5))!.Value));
+            }
+        }, ct);
+        return result;
     }
 
     public async Task<bool> TransitionRunAsync(string runId, RunStatus from, RunStatus to, DateTimeOffset? endedAt, string? error, CancellationToken ct = default)

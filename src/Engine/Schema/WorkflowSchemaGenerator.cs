@@ -119,6 +119,26 @@ public static class WorkflowSchemaGenerator
                 },
                 ["steps"] = new JsonObject { ["type"] = "array", ["minItems"] = 1, ["items"] = new JsonObject { ["$ref"] = "#/$defs/step" } },
                 ["layout"] = new JsonObject { ["type"] = "object", ["description"] = "Designer node positions; ignored by the engine." },
+                ["triggers"] = new JsonObject
+                {
+                    ["type"] = "array",
+                    ["description"] = "Checkpoint watchers: the server starts a run for each new checkpoint in a directory.",
+                    ["items"] = new JsonObject
+                    {
+                        ["type"] = "object",
+                        ["additionalProperties"] = false,
+                        ["required"] = new JsonArray("id", "watch", "parameter"),
+                        ["properties"] = new JsonObject
+                        {
+                            ["id"] = new JsonObject { ["type"] = "string", ["minLength"] = 1 },
+                            ["watch"] = new JsonObject { ["type"] = "string", ["description"] = "Directory to watch (relative to the project root)" },
+                            ["pattern"] = new JsonObject { ["type"] = "string", ["default"] = "*", ["description"] = "Glob for checkpoint entries, e.g. step-*" },
+                            ["parameter"] = new JsonObject { ["type"] = "string", ["description"] = "The workflow parameter the checkpoint's path is bound to" },
+                            ["schedule"] = new JsonObject { ["type"] = "string", ["default"] = "* * * * *", ["description"] = "Cron schedule of the check" },
+                            ["stableSeconds"] = new JsonObject { ["type"] = "integer", ["minimum"] = 0, ["default"] = 10, ["description"] = "A checkpoint is ready when unchanged this long" },
+                        },
+                    },
+                },
             },
             ["$defs"] = defs,
         };

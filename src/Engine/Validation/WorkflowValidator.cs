@@ -31,6 +31,25 @@ public sealed class WorkflowValidator : AbstractValidator<ValidationSubject>
         RuleFor(s => s).Custom(CheckUniqueIds);
         RuleFor(s => s).Custom(CheckSteps);
         RuleFor(s => s).Custom(CheckCycles);
+        RuleFor(s => s).Custom(CheckTriggers);
+    }
+
+    private static void CheckTriggers(ValidationSubject s, ValidationContext<ValidationSubject> context)
+    {
+        var ids = new HashSet<string>(StringComparer.Ordinal);
+        for (var i = 0; i < s.Definition.Triggers.Count; i++)
+        {
+            var t = s.Definition.Triggers[i];
+            var at = $"$.triggers[{i}]";
+            if (t.Id.Length > 0 && !ids.Add(t.Id))
+            {
+                context.Fail($"{at}.id", $"duplicate trigger id \"{t.Id}\"");
+            }
+            if (t.Parameter.Length > 0 && s.Definition.Parameters.All(p => p.Name != t.Parameter))
+            {
+                context.Fail($"{at}.parameter", $"no workflow parameter \"{t.Parameter}\" to bind the checkpoint to; declare it under \"parameters\" (type path or string)");
+            }
+        }
     }
 
     private static void CheckUniqueIds(ValidationSubject s, ValidationContext<ValidationSubject> context)

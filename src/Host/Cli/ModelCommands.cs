@@ -105,7 +105,29 @@ public static class ModelCommands
             AnsiConsole.MarkupLine($"[grey]({result.Tokens.Count} tokens, {result.StopReason})[/]");
             return ExitCodes.Ok;
         }));
-        return new Command("model", "Inspect checkpoints, dump logits, generate text") { info, logits, generate };
+        var task = new Option<string>("--task") { Description = "ioi or greater-than", DefaultValueFactory = _ => "ioi" };
+        var steps = new Option<int>("--steps") { Description = "Training steps", DefaultValueFactory = _ => 800 };
+        var every = new Option<int>("--checkpoint-every") { Description = "Write DIR/step-NNNNNN every this many steps", DefaultValueFactory = _ => 100 };
+        var trainSeed = new Option<long>("--seed") { Description = "Training seed" };
+        var outDir = new Option<string>("--out") { Description = "Where the checkpoints (step-NNNNNN) and the final model (final/) go", Required = true };
+        var train = new Command("train-toy", "Train a toy model, writing intermediate checkpoints as it goes (what a checkpoint watcher watches)") { task, steps, every, trainSeed, outDir };
+        train.SetAction((p, ct) => Run(g, p, () =>
+        {
+            var dir = Path.GetFullPath(p.GetValue(outDir)!);
+            var result = Pipelines.Models.Training.ToyTrainer.Train(new Pipelines.Models.Training.ToyTrainingOptions
+            {
+                Task = p.GetValue(task)!, Steps = p.GetValue(steps), CheckpointEvery = p.GetValue(every), Seed = p.GetValue(trainSeed),
+            }, Path.Combine(dir, "final"), dir, (step, loss) =>
+            {
+                if (step % 50 == 0)
+                {
+                    AnsiConsole.MarkupLine($"[grey]step {step}: loss {loss:F4}[/]");
+                }
+            }, ct);
+            AnsiConsole.MarkupLine($"accuracy {result.Score.Accuracy:P1} · {result.Checkpoints.Count} checkpoints in {Markup.Escape(dir)}");
+            return ExitCodes.Ok;
+        }));
+        return new Command("model", "Inspect checkpoints, dump logits, generate text, train a toy model") { info, logits, generate, train };
     }
 
     private static Task<int> Run(GlobalOptions g, ParseResult p, Func<int> body) => g.Execute(p, _ =>

@@ -28,6 +28,7 @@ public static class ServerServices
         services.AddSingleton<RunScheduler>();
         services.AddSingleton<RunEvents>();
         services.AddTransient<StepJob>();
+        services.AddTransient<CheckpointWatcher>();
         services.AddHangfire(c =>
         {
             c.SetDataCompatibilityLevel(CompatibilityLevel.Version_180).UseSimpleAssemblyNameTypeSerializer().UseRecommendedSerializerSettings();

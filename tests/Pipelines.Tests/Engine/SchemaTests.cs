@@ -54,7 +54,12 @@ public sealed class SchemaTests : IDisposable
         {
             var json = File.ReadAllText(file);
             Assert.Equal("./workflow.schema.json", JsonNode.Parse(json)!["$schema"]!.GetValue<string>());
-            var overrides = Path.GetFileName(file) == "mib-circuit.json" ? new Dictionary<string, string> { ["model"] = checkpoint } : new Dictionary<string, string>();
+            var overrides = Path.GetFileName(file) switch
+            {
+                "mib-circuit.json" => new Dictionary<string, string> { ["model"] = checkpoint },
+                "checkpoint-watch.json" => new Dictionary<string, string> { ["checkpoint"] = checkpoint, ["checkpoints"] = _ws.Root },
+                _ => new Dictionary<string, string>(),
+            };
             var plan = _ws.Compiler.CompileText(json, file, overrides, new Pipelines.Engine.Validation.PathPolicy(root, [_ws.Root]));
             Assert.NotEmpty(plan.Steps);
         }

@@ -5,6 +5,7 @@ using System.Text.RegularExpressions;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Routing;
+using Microsoft.Extensions.DependencyInjection;
 using Pipelines.Engine.Definitions;
 
 namespace Pipelines.Host.Server.Api;
@@ -77,19 +78,25 @@ public static partial class WorkflowsApi
             await File.WriteAllTextAsync(file + ".tmp", text);
             File.Move(file + ".tmp", file, overwrite: true);
             var diagnostics = Validate(scheduler, text, file);
+            SyncTriggers(request.HttpContext.RequestServices);
             return existed ? Results.Ok(new { name, valid = diagnostics.Count == 0, diagnostics })
                 : Results.Created($"/api/workflows/{name}", new { name, valid = diagnostics.Count == 0, diagnostics });
         }).WithSummary("Create or replace a workflow (saved even when invalid, with its diagnostics)");
 
-        group.MapDelete("/{name}", (string name, ServerConfig config) =>
+        group.MapDelete("/{name}", (string name, ServerConfig config, HttpContext http) =>
         {
             if (FileFor(config, name) is not { } file || !File.Exists(file))
             {
                 return Results.NotFound(new { error = $"no workflow \"{name}\"" });
             }
             File.Delete(file);
+            SyncTriggers(http.RequestServices);
             return Results.NoContent();
         }).WithSummary("Delete a workflow");
+
+        group.MapPost("/{name}/triggers/{trigger}/check", async (string name, string trigger, CheckpointWatcher watcher, CancellationToken ct) =>
+            Results.Ok(await watcher.CheckAsync(name, trigger, ct)))
+            .WithSummary("Run a checkpoint trigger's check now: one run per new, complete checkpoint");
 
         group.MapPost("/validate", async (HttpRequest request, RunScheduler scheduler) =>
         {
@@ -99,6 +106,9 @@ public static partial class WorkflowsApi
             return Results.Ok(new { valid = diagnostics.Count == 0, diagnostics });
         }).WithSummary("Validate a workflow (the body) with query-string parameters; every problem with its JSON path");
     }
+
+    private static void SyncTriggers(IServiceProvider services) =>
+        CheckpointWatcher.Sync(services.GetRequiredService<Hangfire.IRecurringJobManager>(), services.GetRequiredService<Hangfire.JobStorage>(), services.GetRequiredService<ServerConfig>());
 
     public static IReadOnlyList<Diagnostic> Validate(RunScheduler scheduler, string text, string file, IReadOnlyDictionary<string, string>? parameters = null)
     {
