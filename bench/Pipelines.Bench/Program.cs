@@ -25,6 +25,10 @@ public static class Program
         {
             return ModelBench.Run(args.Skip(1).ToArray());
         }
+        if (args.FirstOrDefault() == "server")
+        {
+            return ServerBench.Run(args);
+        }
         if (args.FirstOrDefault() == "attribution")
         {
             return AttributionBench.Run(args.Skip(1).ToArray());

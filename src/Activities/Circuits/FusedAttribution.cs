@@ -64,10 +64,12 @@ public sealed class FusedAttribution(HookedTransformer model, ComputationGraph g
         // Attribution needs activation gradients only: freeze the weights so backward skips their gradients, and let
         // the token embeddings be the leaf that gradients flow from.
         using var frozen = new FrozenWeights(model);
-        // Σ over runs of the input gradient of every destination: per layer [B,T,3H+1,d] (q heads, k heads, v heads, MLP).
-        Tensor? logitsGrad = null;
-        var inputGrads = new Tensor?[graph.Layers];
-        foreach (var alpha in alphas)
+        long b = clean.shape[0], t = clean.shape[1], d = cfg.DModel;
+        var scores = zeros(graph.NForward, graph.NBackward, dtype: wide, device: clean.device);
+        Tensor? flat = null; // Δ [n_forward, B·T·d], known once the clean run (α = 1, run first) has been seen
+        Tensor? deltaSums = null; // Σ_d Δ [n_forward, B·T]
+        // The clean run first: its values make Δ, so every run's contribution is scored as soon as it is computed.
+        foreach (var alpha in alphas.OrderByDescending(a => a == 1.0))
         {
             using var step = NewDisposeScope();
             var names = new List<string> { $"blocks.{graph.Layers - 1}.hook_resid_post" };
@@ -107,52 +109,31 @@ public sealed class FusedAttribution(HookedTransformer model, ComputationGraph g
                     r.Dispose();
                 }
             }
+            if (flat is null)
+            {
+                var delta = empty(graph.NForward, b, t, d, dtype: wide, device: clean.device);
+                delta[0] = (star.Embed! - cleanValues.Embed!).to(wide);
+                for (var l = 0; l < graph.Layers; l++)
+                {
+                    var first = graph.HeadIndex(l, 0);
+                    var dz = (star.Z[l]! - cleanValues.Z[l]!).to(wide);
+                    delta[first..(first + graph.Heads)] = einsum("bthe,hed->hbtd", dz, model.blocks[l].attn.W_O.detach().to(wide));
+                    delta[graph.MlpIndex(l)] = (star.Mlp[l]! - cleanValues.Mlp[l]!).to(wide);
+                }
+                flat = delta.view(graph.NForward, -1).MoveToOuterDisposeScope();
+                deltaSums = delta.sum([-1L]).view(graph.NForward, -1).MoveToOuterDisposeScope();
+            }
             var post = capture.GradOrZero($"blocks.{graph.Layers - 1}.hook_resid_post").detach().to(wide);
-            logitsGrad = logitsGrad is null ? post.clone().MoveToOuterDisposeScope() : logitsGrad.add_(post);
+            scores[.., graph.LogitsIndex] += matmul(flat, post.reshape(-1));
             for (var l = 0; l < graph.Layers; l++)
             {
-                var attn = model.blocks[l].attn;
-                var y = cat([
-                    einsum("bthe,hde->bthd", capture.GradOrZero($"blocks.{l}.attn.hook_q").detach().to(wide), attn.W_Q.detach().to(wide)),
-                    einsum("bthe,hde->bthd", capture.GradOrZero($"blocks.{l}.attn.hook_k").detach().to(wide), attn.W_K.detach().to(wide)),
-                    einsum("bthe,hde->bthd", capture.GradOrZero($"blocks.{l}.attn.hook_v").detach().to(wide), attn.W_V.detach().to(wide)),
-                ], 2); // [B,T,3H,d]: gradient at the norm's output, per head
-                var g = NormInputGradient(model.blocks[l].ln1, y, normalized[l]!, scales[l]!);
+                using var layerScope = NewDisposeScope();
+                ScoreLayer(l, capture, normalized[l]!, scales[l]!, flat, deltaSums!, scores, wide);
                 normalized[l]!.Dispose();
                 scales[l]!.Dispose();
-                var all = cat([g, capture.GradOrZero($"blocks.{l}.hook_mlp_in").detach().to(wide).unsqueeze(2)], 2);
-                inputGrads[l] = inputGrads[l] is null ? all.MoveToOuterDisposeScope() : inputGrads[l]!.add_(all);
             }
-            model.zero_grad();
         }
-
-        // Δ [n_forward, B·T·d], flattened once.
-        long b = clean.shape[0], t = clean.shape[1], d = cfg.DModel;
-        var delta = empty(graph.NForward, b, t, d, dtype: wide, device: clean.device);
-        delta[0] = (star.Embed! - cleanValues.Embed!).to(wide);
-        for (var l = 0; l < graph.Layers; l++)
-        {
-            var first = graph.HeadIndex(l, 0);
-            var dz = (star.Z[l]! - cleanValues.Z[l]!).to(wide);
-            delta[first..(first + graph.Heads)] = einsum("bthe,hed->hbtd", dz, model.blocks[l].attn.W_O.detach().to(wide));
-            delta[graph.MlpIndex(l)] = (star.Mlp[l]! - cleanValues.Mlp[l]!).to(wide);
-        }
-        var flat = delta.view(graph.NForward, -1);
-        var scores = zeros(graph.NForward, graph.NBackward, dtype: wide, device: clean.device);
-        var runs = Scalars.Of(alphas.Length);
-        for (var l = 0; l < graph.Layers; l++)
-        {
-            var first = graph.HeadInputIndex(l, 0, 'q');
-            var prev = graph.PrevIndex(first); // the same for q, k, v and (sequential blocks) one less than the MLP's
-            var g = inputGrads[l]!.permute(2, 0, 1, 3).reshape(3 * graph.Heads + 1, -1); // [3H+1, B·T·d]
-            var mlp = graph.MlpInputIndex(l);
-            var mlpPrev = graph.PrevIndex(mlp);
-            var width = Math.Max(prev, mlpPrev);
-            var block = matmul(flat[..width], g.t()).div(runs); // [width, 3H+1]
-            scores[..prev, first..(first + 3 * graph.Heads)] += block[..prev, ..(3 * graph.Heads)];
-            scores[..mlpPrev, mlp] += block[..mlpPrev, 3 * graph.Heads];
-        }
-        scores[.., graph.LogitsIndex] += matmul(flat, logitsGrad!.reshape(-1)).div(runs);
+        scores.div_(Scalars.Of(alphas.Length));
         foreach (var x in new[] { star, cleanValues }.SelectMany(c => c.Z.Concat(c.Mlp).Append(c.Embed)))
         {
             x?.Dispose();
@@ -160,6 +141,60 @@ public sealed class FusedAttribution(HookedTransformer model, ComputationGraph g
         return scores.MoveToOuterDisposeScope();
     }
 
+    /// <summary>
+    /// Adds one run's scores of every edge into layer <paramref name="l"/>. For a head's input the gradient is
+    /// G = J_normᵀ(g·Wᵀ) = (w⊙y − mean(w⊙y) − x̂·mean(w⊙y⊙x̂))/s with y = g·Wᵀ (LayerNorm; RMSNorm drops the mean term).
+    /// It is never materialized: with W̃ = w⊙W, Σ_d Δ·G = (Δ·(g/s)W̃ᵀ) − (Σ_d Δ)·c₁ − (Δ·x̂)·c₂, where
+    /// c₁ = (g/s)·Σ_d W̃ / d and c₂ = (g/s)·(x̂W̃) / d, and x̂W̃ is the projection the forward already made (q minus its
+    /// constant part). So each layer costs one [n_forward, B·T·d] × [B·T·d, 3H+1] GEMM plus two thin ones.
+    /// </summary>
+    private void ScoreLayer(int l, GradientCapture capture, Tensor normalized, Tensor scale, Tensor flat, Tensor deltaSums, Tensor scores, ScalarType wide)
+    {
+        var attn = model.blocks[l].attn;
+        var norm = model.blocks[l].ln1;
+        var w = norm.w.detach().to(wide);
+        var layerNorm = norm.Kind == NormKind.LayerNorm;
+        var s = scale.to(wide).unsqueeze(-1); // [B,T,1,1]
+        var xh = normalized.to(wide); // [B,T,d]
+        var d = xh.shape[2];
+        var parts = new List<Tensor>();
+        var c1 = new List<Tensor>();
+        var c2 = new List<Tensor>();
+        foreach (var (hook, weight, bias) in new[] { ("q", attn.W_Q, attn.b_Q), ("k", attn.W_K, attn.b_K), ("v", attn.W_V, attn.b_V) })
+        {
+            var g = capture.GradOrZero($"blocks.{l}.attn.hook_{hook}").detach().to(wide) / s; // [B,T,H,dh]
+            var wt = weight.detach().to(wide) * w.view(1, -1, 1); // W̃ [H,d,dh]
+            parts.Add(einsum("bthe,hde->hbtd", g, wt)); // [H,B,T,d]
+            if (layerNorm)
+            {
+                c1.Add(einsum("bthe,he->hbt", g, wt.sum(1)).div(Scalars.Of(d)));
+            }
+            // x̂W̃ = (norm output − b)·W = projection − b_W − b·W.
+            var projected = capture.Activation($"blocks.{l}.attn.hook_{hook}").detach().to(wide);
+            var constant = bias?.detach().to(wide) ?? zeros(weight.shape[0], weight.shape[2], dtype: wide, device: weight.device);
+            if (norm.b is not null)
+            {
+                constant = constant + einsum("d,hde->he", norm.b.detach().to(wide), weight.detach().to(wide));
+            }
+            c2.Add(einsum("bthe,bthe->hbt", g, projected - constant).div(Scalars.Of(d)));
+        }
+        var heads = 3 * graph.Heads;
+        var first = graph.HeadInputIndex(l, 0, 'q');
+        var prev = graph.PrevIndex(first);
+        var mlp = graph.MlpInputIndex(l);
+        var mlpPrev = graph.PrevIndex(mlp);
+        var y = cat(parts, 0).view(heads, -1); // [3H, B·T·d]
+        var block = matmul(flat[..prev], y.t()); // [prev, 3H]
+        var deltaDotX = einsum("fbtd,btd->fbt", flat[..prev].view(prev, xh.shape[0], xh.shape[1], d), xh).reshape(prev, -1); // [prev, B·T]
+        block -= matmul(deltaDotX, cat(c2, 0).view(heads, -1).t());
+        if (layerNorm)
+        {
+            block -= matmul(deltaSums[..prev], cat(c1, 0).view(heads, -1).t());
+        }
+        scores[..prev, first..(first + heads)] += block;
+        var gm = capture.GradOrZero($"blocks.{l}.hook_mlp_in").detach().to(wide).reshape(-1);
+        scores[..mlpPrev, mlp] += matmul(flat[..mlpPrev], gm);
+    }
     /// <summary>Turns off requires_grad on every parameter while alive, and restores it.</summary>
     private sealed class FrozenWeights : IDisposable
     {
@@ -184,17 +219,5 @@ public sealed class FusedAttribution(HookedTransformer model, ComputationGraph g
                 p.requires_grad_(true);
             }
         }
-    }
-
-    /// <summary>J_normᵀ·y: the gradient at the norm's input from the gradient <paramref name="y"/> [B,T,K,d] at its output.</summary>
-    private static Tensor NormInputGradient(Norm norm, Tensor y, Tensor normalized, Tensor scale)
-    {
-        var wide = y.dtype;
-        var gw = y * norm.w.detach().to(wide);
-        var xh = normalized.to(wide).unsqueeze(2); // [B,T,1,d]
-        var s = scale.to(wide).unsqueeze(2); // [B,T,1,1]
-        var projected = xh * (gw * xh).mean([-1L], keepdim: true);
-        var centered = norm.Kind == NormKind.LayerNorm ? gw - gw.mean([-1L], keepdim: true) : gw;
-        return (centered - projected) / s;
     }
 }
