@@ -68,6 +68,8 @@ public sealed class FusedAttribution(HookedTransformer model, ComputationGraph g
         var scores = zeros(graph.NForward, graph.NBackward, dtype: wide, device: clean.device);
         Tensor? flat = null; // Δ [n_forward, B·T·d], known once the clean run (α = 1, run first) has been seen
         Tensor? deltaSums = null; // Σ_d Δ [n_forward, B·T]
+        Tensor? logitsGrad = null;
+        var sums = new (Tensor Y, Tensor? C1, Tensor Mlp)?[graph.Layers]; // Σ over runs, per layer
         // The clean run first: its values make Δ, so every run's contribution is scored as soon as it is computed.
         foreach (var alpha in alphas.OrderByDescending(a => a == 1.0))
         {
@@ -123,15 +125,37 @@ public sealed class FusedAttribution(HookedTransformer model, ComputationGraph g
                 flat = delta.view(graph.NForward, -1).MoveToOuterDisposeScope();
                 deltaSums = delta.sum([-1L]).view(graph.NForward, -1).MoveToOuterDisposeScope();
             }
-            var post = capture.GradOrZero($"blocks.{graph.Layers - 1}.hook_resid_post").detach().to(wide);
-            scores[.., graph.LogitsIndex] += matmul(flat, post.reshape(-1));
+            var post = capture.GradOrZero($"blocks.{graph.Layers - 1}.hook_resid_post").detach().to(wide).reshape(-1);
+            logitsGrad = logitsGrad is null ? post.clone().MoveToOuterDisposeScope() : logitsGrad.add_(post);
             for (var l = 0; l < graph.Layers; l++)
             {
                 using var layerScope = NewDisposeScope();
-                ScoreLayer(l, capture, normalized[l]!, scales[l]!, flat, deltaSums!, scores, wide);
+                var (y, c1, mlpGrad) = ScoreLayer(l, capture, normalized[l]!, scales[l]!, flat, scores, wide);
+                // Detached from the per-run scopes; disposed after the final GEMMs.
+                sums[l] = sums[l] is null ? (y.DetachFromDisposeScope(), c1?.DetachFromDisposeScope(), mlpGrad.clone().DetachFromDisposeScope())
+                    : (sums[l]!.Value.Y.add_(y), c1 is null ? null : sums[l]!.Value.C1!.add_(c1), sums[l]!.Value.Mlp.add_(mlpGrad));
                 normalized[l]!.Dispose();
                 scales[l]!.Dispose();
             }
+        }
+        // The terms linear in the runs' gradients: one GEMM per layer over the sums.
+        scores[.., graph.LogitsIndex] += matmul(flat!, logitsGrad!);
+        for (var l = 0; l < graph.Layers; l++)
+        {
+            var (y, c1, mlpGrad) = sums[l]!.Value;
+            var first = graph.HeadInputIndex(l, 0, 'q');
+            var prev = graph.PrevIndex(first);
+            var block = matmul(flat![..prev], y.t());
+            if (c1 is not null)
+            {
+                block -= matmul(deltaSums![..prev], c1.t());
+            }
+            scores[..prev, first..(first + 3 * graph.Heads)] += block;
+            var mlp = graph.MlpInputIndex(l);
+            scores[..graph.PrevIndex(mlp), mlp] += matmul(flat[..graph.PrevIndex(mlp)], mlpGrad);
+            y.Dispose();
+            c1?.Dispose();
+            mlpGrad.Dispose();
         }
         scores.div_(Scalars.Of(alphas.Length));
         foreach (var x in new[] { star, cleanValues }.SelectMany(c => c.Z.Concat(c.Mlp).Append(c.Embed)))
@@ -148,7 +172,7 @@ public sealed class FusedAttribution(HookedTransformer model, ComputationGraph g
     /// c₁ = (g/s)·Σ_d W̃ / d and c₂ = (g/s)·(x̂W̃) / d, and x̂W̃ is the projection the forward already made (q minus its
     /// constant part). So each layer costs one [n_forward, B·T·d] × [B·T·d, 3H+1] GEMM plus two thin ones.
     /// </summary>
-    private void ScoreLayer(int l, GradientCapture capture, Tensor normalized, Tensor scale, Tensor flat, Tensor deltaSums, Tensor scores, ScalarType wide)
+    private (Tensor Y, Tensor? C1, Tensor MlpGrad) ScoreLayer(int l, GradientCapture capture, Tensor normalized, Tensor scale, Tensor flat, Tensor scores, ScalarType wide)
     {
         var attn = model.blocks[l].attn;
         var norm = model.blocks[l].ln1;
@@ -181,19 +205,12 @@ public sealed class FusedAttribution(HookedTransformer model, ComputationGraph g
         var heads = 3 * graph.Heads;
         var first = graph.HeadInputIndex(l, 0, 'q');
         var prev = graph.PrevIndex(first);
-        var mlp = graph.MlpInputIndex(l);
-        var mlpPrev = graph.PrevIndex(mlp);
-        var y = cat(parts, 0).view(heads, -1); // [3H, B·T·d]
-        var block = matmul(flat[..prev], y.t()); // [prev, 3H]
+        // The x̂ term changes with every run's x̂: scored here. The others are summed over runs by the caller.
         var deltaDotX = einsum("fbtd,btd->fbt", flat[..prev].view(prev, xh.shape[0], xh.shape[1], d), xh).reshape(prev, -1); // [prev, B·T]
-        block -= matmul(deltaDotX, cat(c2, 0).view(heads, -1).t());
-        if (layerNorm)
-        {
-            block -= matmul(deltaSums[..prev], cat(c1, 0).view(heads, -1).t());
-        }
-        scores[..prev, first..(first + heads)] += block;
+        scores[..prev, first..(first + heads)] -= matmul(deltaDotX, cat(c2, 0).view(heads, -1).t());
+        var y = cat(parts, 0).view(heads, -1); // [3H, B·T·d]
         var gm = capture.GradOrZero($"blocks.{l}.hook_mlp_in").detach().to(wide).reshape(-1);
-        scores[..mlpPrev, mlp] += matmul(flat[..mlpPrev], gm);
+        return (y, layerNorm ? cat(c1, 0).view(heads, -1) : null, gm);
     }
     /// <summary>Turns off requires_grad on every parameter while alive, and restores it.</summary>
     private sealed class FrozenWeights : IDisposable
