@@ -69,7 +69,7 @@ public sealed class FusedAttribution(HookedTransformer model, ComputationGraph g
         Tensor? flat = null; // Δ [n_forward, B·T·d], known once the clean run (α = 1, run first) has been seen
         Tensor? deltaSums = null; // Σ_d Δ [n_forward, B·T]
         Tensor? logitsGrad = null;
-        var sums = new (Tensor Y, Tensor? C1, Tensor Mlp)?[graph.Layers]; // Σ over runs, per layer
+        var sums = new (Tensor Grads, Tensor Mlp)?[graph.Layers]; // Σ over runs of g/s (q, k, v) and the MLP input gradient
         // The clean run first: its values make Δ, so every run's contribution is scored as soon as it is computed.
         foreach (var alpha in alphas.OrderByDescending(a => a == 1.0))
         {
@@ -130,10 +130,10 @@ public sealed class FusedAttribution(HookedTransformer model, ComputationGraph g
             for (var l = 0; l < graph.Layers; l++)
             {
                 using var layerScope = NewDisposeScope();
-                var (y, c1, mlpGrad) = ScoreLayer(l, capture, normalized[l]!, scales[l]!, flat, scores, wide);
+                var (scaled, mlpGrad) = ScoreLayer(l, capture, normalized[l]!, scales[l]!, flat, scores, wide);
                 // Detached from the per-run scopes; disposed after the final GEMMs.
-                sums[l] = sums[l] is null ? (y.DetachFromDisposeScope(), c1?.DetachFromDisposeScope(), mlpGrad.clone().DetachFromDisposeScope())
-                    : (sums[l]!.Value.Y.add_(y), c1 is null ? null : sums[l]!.Value.C1!.add_(c1), sums[l]!.Value.Mlp.add_(mlpGrad));
+                sums[l] = sums[l] is null ? (scaled.DetachFromDisposeScope(), mlpGrad.clone().DetachFromDisposeScope())
+                    : (sums[l]!.Value.Grads.add_(scaled), sums[l]!.Value.Mlp.add_(mlpGrad));
                 normalized[l]!.Dispose();
                 scales[l]!.Dispose();
             }
@@ -142,19 +142,25 @@ public sealed class FusedAttribution(HookedTransformer model, ComputationGraph g
         scores[.., graph.LogitsIndex] += matmul(flat!, logitsGrad!);
         for (var l = 0; l < graph.Layers; l++)
         {
-            var (y, c1, mlpGrad) = sums[l]!.Value;
+            using var layerScope = NewDisposeScope();
+            var (grads, mlpGrad) = sums[l]!.Value;
             var first = graph.HeadInputIndex(l, 0, 'q');
             var prev = graph.PrevIndex(first);
+            var norm = model.blocks[l].ln1;
+            var w = norm.w.detach().to(wide);
+            var projections = Projections(l).ToList();
+            var tilde = projections.Select(p => p.Weight.detach().to(wide) * w.view(1, -1, 1)).ToList(); // W̃ = w⊙W [H,d,dh]
+            var y = cat(tilde.Select((wt, i) => einsum("bthe,hde->hbtd", grads[i], wt)).ToList(), 0).view(3 * graph.Heads, -1); // [3H, B·T·d]
             var block = matmul(flat![..prev], y.t());
-            if (c1 is not null)
+            if (norm.Kind == NormKind.LayerNorm)
             {
+                var c1 = cat(tilde.Select((wt, i) => einsum("bthe,he->hbt", grads[i], wt.sum(1))).ToList(), 0).view(3 * graph.Heads, -1).div(Scalars.Of(cfg.DModel));
                 block -= matmul(deltaSums![..prev], c1.t());
             }
             scores[..prev, first..(first + 3 * graph.Heads)] += block;
             var mlp = graph.MlpInputIndex(l);
             scores[..graph.PrevIndex(mlp), mlp] += matmul(flat[..graph.PrevIndex(mlp)], mlpGrad);
-            y.Dispose();
-            c1?.Dispose();
+            grads.Dispose();
             mlpGrad.Dispose();
         }
         scores.div_(Scalars.Of(alphas.Length));
@@ -172,27 +178,19 @@ public sealed class FusedAttribution(HookedTransformer model, ComputationGraph g
     /// c₁ = (g/s)·Σ_d W̃ / d and c₂ = (g/s)·(x̂W̃) / d, and x̂W̃ is the projection the forward already made (q minus its
     /// constant part). So each layer costs one [n_forward, B·T·d] × [B·T·d, 3H+1] GEMM plus two thin ones.
     /// </summary>
-    private (Tensor Y, Tensor? C1, Tensor MlpGrad) ScoreLayer(int l, GradientCapture capture, Tensor normalized, Tensor scale, Tensor flat, Tensor scores, ScalarType wide)
+    private (Tensor ScaledGrads, Tensor MlpGrad) ScoreLayer(int l, GradientCapture capture, Tensor normalized, Tensor scale, Tensor flat, Tensor scores, ScalarType wide)
     {
         var attn = model.blocks[l].attn;
         var norm = model.blocks[l].ln1;
-        var w = norm.w.detach().to(wide);
-        var layerNorm = norm.Kind == NormKind.LayerNorm;
         var s = scale.to(wide).unsqueeze(-1); // [B,T,1,1]
         var xh = normalized.to(wide); // [B,T,d]
         var d = xh.shape[2];
-        var parts = new List<Tensor>();
-        var c1 = new List<Tensor>();
+        var grads = new List<Tensor>();
         var c2 = new List<Tensor>();
-        foreach (var (hook, weight, bias) in new[] { ("q", attn.W_Q, attn.b_Q), ("k", attn.W_K, attn.b_K), ("v", attn.W_V, attn.b_V) })
+        foreach (var (hook, weight, bias) in Projections(l))
         {
-            var g = capture.GradOrZero($"blocks.{l}.attn.hook_{hook}").detach().to(wide) / s; // [B,T,H,dh]
-            var wt = weight.detach().to(wide) * w.view(1, -1, 1); // W̃ [H,d,dh]
-            parts.Add(einsum("bthe,hde->hbtd", g, wt)); // [H,B,T,d]
-            if (layerNorm)
-            {
-                c1.Add(einsum("bthe,he->hbt", g, wt.sum(1)).div(Scalars.Of(d)));
-            }
+            var g = capture.GradOrZero($"blocks.{l}.attn.hook_{hook}").detach().to(wide) / s; // g/s [B,T,H,dh]
+            grads.Add(g);
             // x̂W̃ = (norm output − b)·W = projection − b_W − b·W.
             var projected = capture.Activation($"blocks.{l}.attn.hook_{hook}").detach().to(wide);
             var constant = bias?.detach().to(wide) ?? zeros(weight.shape[0], weight.shape[2], dtype: wide, device: weight.device);
@@ -205,12 +203,19 @@ public sealed class FusedAttribution(HookedTransformer model, ComputationGraph g
         var heads = 3 * graph.Heads;
         var first = graph.HeadInputIndex(l, 0, 'q');
         var prev = graph.PrevIndex(first);
-        // The x̂ term changes with every run's x̂: scored here. The others are summed over runs by the caller.
+        // The x̂ term changes with every run's x̂: scored here. The others are linear in g/s and summed over runs.
         var deltaDotX = einsum("fbtd,btd->fbt", flat[..prev].view(prev, xh.shape[0], xh.shape[1], d), xh).reshape(prev, -1); // [prev, B·T]
         scores[..prev, first..(first + heads)] -= matmul(deltaDotX, cat(c2, 0).view(heads, -1).t());
-        var y = cat(parts, 0).view(heads, -1); // [3H, B·T·d]
         var gm = capture.GradOrZero($"blocks.{l}.hook_mlp_in").detach().to(wide).reshape(-1);
-        return (y, layerNorm ? cat(c1, 0).view(heads, -1) : null, gm);
+        return (stack(grads), gm);
+    }
+
+    private IEnumerable<(string Hook, Tensor Weight, Tensor? Bias)> Projections(int l)
+    {
+        var attn = model.blocks[l].attn;
+        yield return ("q", attn.W_Q, attn.b_Q);
+        yield return ("k", attn.W_K, attn.b_K);
+        yield return ("v", attn.W_V, attn.b_V);
     }
     /// <summary>Turns off requires_grad on every parameter while alive, and restores it.</summary>
     private sealed class FrozenWeights : IDisposable
