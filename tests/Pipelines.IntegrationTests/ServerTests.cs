@@ -204,7 +204,10 @@ public sealed class ServerTests : IDisposable
     [Fact]
     public async Task TheCheckpointWatcherStartsExactlyOneRunPerNewCompleteCheckpoint()
     {
-        Serve();
+        using var pg = new PostgresServer();
+        _cli.Environment["PIPELINES_DATABASE"] = pg.CreateDatabase();
+        Serve(); // PostgreSQL storage; this server also works on both queues
+        Assert.Equal("postgresql", (await Json(HttpMethod.Get, "/api/health"))["storage"]!.GetValue<string>());
         var workflow = JsonNode.Parse(File.ReadAllText(Path.Combine(RepoPaths.Root(), "workflows", "checkpoint-watch.json")))!;
         workflow["triggers"]![0]!["stableSeconds"] = 1;
         workflow["steps"]![1]!["inputs"]!["count"] = 16;
@@ -262,6 +265,9 @@ public sealed class ServerTests : IDisposable
         Assert.InRange(trend["checkpoints"]![2]!["overlapWithPrevious"]!.GetValue<double>(), 0, 1);
         var all = await Json(HttpMethod.Get, "/api/runs");
         Assert.Equal(3, all.AsArray().Count(r => r!["workflow"]!.GetValue<string>() == "checkpoint-watch"));
+        // The checks are recurring Hangfire jobs, one per trigger, registered when the workflow was saved.
+        using var dashboard = await _http.GetAsync(Url + "/hangfire/recurring");
+        Assert.Contains("watch:checkpoint-watch:new-checkpoint", await dashboard.Content.ReadAsStringAsync());
     }
 
     public void Dispose()

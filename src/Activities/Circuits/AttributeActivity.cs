@@ -16,7 +16,7 @@ public enum AttributionMethod { Eap, EapIgInputs, EapIgActivations, CleanCorrupt
 public enum PositionalMode { None, Spans, Positions }
 
 /// <summary>Scores every edge of the model's computation graph on counterfactual pairs.</summary>
-[Activity("circuits.attribute", Version = 2, Category = "Circuits", Summary = "Score every edge (EAP, EAP-IG-inputs, clean-corrupted, exact patching) on counterfactual pairs")]
+[Activity("circuits.attribute", Version = 2, Category = "Circuits", Resources = ["gpu"], Summary = "Score every edge (EAP, EAP-IG-inputs, clean-corrupted, exact patching) on counterfactual pairs")]
 [Output("scores", ArtifactKinds.Scores, Help = "scores.safetensors [n_forward, n_backward] + index.json", MediaType = "inode/directory", FileName = "scores", IsDirectory = true)]
 [Output("graph", ArtifactKinds.Circuit, Help = "MIB JSON graph format with every edge's score", MediaType = "application/json", FileName = "graph.json")]
 public sealed class AttributeActivity : Activity<AttributeActivity.Input>

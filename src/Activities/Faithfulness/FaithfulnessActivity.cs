@@ -15,7 +15,7 @@ public enum SelectionMethod { TopN, Greedy }
 /// MIB faithfulness: circuits of the top k % of edges over the grid, each run with out-of-circuit edges patched
 /// from the counterfactual; f = (m(C) − m(∅)) / (m(N) − m(∅)); CPR over the signed ranking, CMD over |score|.
 /// </summary>
-[Activity("circuits.faithfulness", Version = 2, Category = "Faithfulness", Summary = "Faithfulness curve, CPR and CMD (MIB) of circuits chosen from edge scores")]
+[Activity("circuits.faithfulness", Version = 2, Category = "Faithfulness", Resources = ["gpu"], Summary = "Faithfulness curve, CPR and CMD (MIB) of circuits chosen from edge scores")]
 [Output("metrics", ArtifactKinds.Json, Help = "m(N), m(∅), CPR, CMD, both curves and per-example metrics of the full and empty circuits", MediaType = "application/json", FileName = "faithfulness.json")]
 public sealed class FaithfulnessActivity : Activity<FaithfulnessActivity.Input>
 {

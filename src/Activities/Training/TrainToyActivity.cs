@@ -10,7 +10,7 @@ namespace Pipelines.Activities.Training;
 public enum ToyTask { Ioi, GreaterThan }
 
 /// <summary>Trains a small transformer on a toy task with a known solution; saves HF checkpoints.</summary>
-[Activity("model.train-toy", Version = 1, Category = "Training", Summary = "Train a small GPT-2-style model on a toy task (IOI or greater-than); deterministic under a seed")]
+[Activity("model.train-toy", Version = 1, Category = "Training", Resources = ["gpu"], Summary = "Train a small GPT-2-style model on a toy task (IOI or greater-than); deterministic under a seed")]
 [Output("model", ArtifactKinds.Model, Help = "The trained model, a HF checkpoint with a word-level tokenizer", MediaType = "inode/directory", FileName = "model", IsDirectory = true)]
 [Output("checkpoints", ArtifactKinds.Model, Help = "Intermediate checkpoints step-NNNNNN/ (empty unless checkpointEvery > 0)", MediaType = "inode/directory", FileName = "checkpoints", IsDirectory = true)]
 [Output("metrics", ArtifactKinds.Json, Help = "Held-out accuracy, task metric and final loss", MediaType = "application/json", FileName = "metrics.json")]
