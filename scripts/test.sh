@@ -5,8 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# OS packages the tests need: PostgreSQL (the server tests start their own cluster from its binaries).
-APT_PACKAGES=(postgresql)
+# OS packages the tests need: PostgreSQL (the server tests start their own cluster from its binaries) and
+# Chromium (the designer's browser tests drive it headless).
+APT_PACKAGES=(postgresql chromium)
 if [ ${#APT_PACKAGES[@]} -gt 0 ]; then
   missing=()
   for p in "${APT_PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
@@ -16,6 +17,9 @@ if [ ${#APT_PACKAGES[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
   fi
 fi
+
+# The designer: npm packages (React, @xyflow/react, Vite, playwright-core), built into src/Host/wwwroot.
+(cd web/designer && npm ci --no-audit --no-fund --loglevel=error && npm run build --silent)
 
 export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1
 dotnet build Pipelines.sln -c Release -v quiet -nologo

@@ -30,7 +30,7 @@ public static partial class ArtifactsApi
         var root = Path.GetFullPath(store.ObjectPath(digest));
         if (inner is null && !manifest.IsDirectory)
         {
-            return Results.File(root, manifest.MediaType, manifest.FileName);
+            return Results.File(root, manifest.MediaType, Inline(manifest.MediaType) ? null : manifest.FileName);
         }
         if (inner is null)
         {
@@ -43,8 +43,14 @@ public static partial class ArtifactsApi
         {
             return Results.NotFound(new { error = $"no file \"{inner}\" in artifact {digest}" });
         }
-        return Results.File(full, MediaTypes.For(full), Path.GetFileName(full));
+        var type = MediaTypes.For(full);
+        return Results.File(full, type, Inline(type) ? null : Path.GetFileName(full));
     }
+
+    /// <summary>Reports, plots and JSON open in the browser (the designer's viewer frames them); the rest downloads.</summary>
+    private static bool Inline(string mediaType) =>
+        mediaType.StartsWith("text/", StringComparison.Ordinal) || mediaType.StartsWith("image/", StringComparison.Ordinal)
+        || mediaType is "application/json" or "application/x-ndjson";
 }
 
 /// <summary>Media types by extension for files inside directory artifacts.</summary>

@@ -67,6 +67,7 @@ public static class RunsApi
             {
                 run = Summary(run),
                 parameters = run.Overrides,
+                workflowText = run.WorkflowText,
                 steps = steps.Select(Step),
             });
         }).WithSummary("A run and the status of each step: queued, running, computed, cached, failed, skipped, cancelled");
@@ -80,6 +81,18 @@ public static class RunsApi
             await scheduler.ResumeAsync(id, ct) ? Results.Accepted($"/api/runs/{id}", new { runId = id, status = "running" })
                 : Results.Conflict(new { error = $"run \"{id}\" is not failed or cancelled" }))
             .WithSummary("Resume a failed or cancelled run: finished steps are kept");
+
+        group.MapPost("/{id}/rerun", async (string id, IRunLedger ledger, RunScheduler scheduler, CancellationToken ct) =>
+            await ledger.GetRunAsync(id, ct) is { } run
+                ? Results.Accepted(null as string, new { runId = await scheduler.SubmitAsync(new Submission(run.WorkflowText, run.WorkflowFile, run.Overrides), ct: ct) })
+                : Results.NotFound(new { error = $"no run \"{id}\"" }))
+            .WithSummary("Run a past run's workflow and parameters again (cached steps are reused)");
+
+        group.MapPost("/{id}/reproduce", async (string id, IRunLedger ledger, RunScheduler scheduler, CancellationToken ct) =>
+            await ledger.GetRunAsync(id, ct) is { } run
+                ? Results.Accepted(null as string, new { runId = await scheduler.SubmitAsync(new Submission(run.WorkflowText, run.WorkflowFile, run.Overrides), RunKind.Reproduce, id, ct) })
+                : Results.NotFound(new { error = $"no run \"{id}\"" }))
+            .WithSummary("Recompute a past run without the cache; compare its digests with the original's");
 
         group.MapGet("/{id}/events", Events).WithSummary("Server-sent events: step status changes, progress and logs, then the run's end");
     }

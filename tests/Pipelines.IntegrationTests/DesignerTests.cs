@@ -1,0 +1,110 @@
+using System.Diagnostics;
+using System.Text.Json.Nodes;
+
+namespace Pipelines.IntegrationTests;
+
+/// <summary>
+/// The designer in a real browser: Debian's Chromium, headless, driven by playwright-core (web/designer/e2e) against a
+/// real <c>pipelines serve</c> on 127.0.0.1. Screenshots go to the test output (bin/.../screenshots).
+/// </summary>
+public sealed class DesignerTests : IDisposable
+{
+    private const string Key = "designer-key-42";
+    private readonly Cli _cli = new();
+    private Process? _server;
+    private string _url = "";
+
+    private static string Screenshots => Directory.CreateDirectory(Path.Combine(AppContext.BaseDirectory, "screenshots")).FullName;
+
+    private void Serve()
+    {
+        Directory.CreateDirectory(Path.Combine(_cli.Root, "workflows"));
+        foreach (var f in new[] { "quickstart.json", "data-profile.json" })
+        {
+            File.Copy(Path.Combine(RepoPaths.Root(), "workflows", f), Path.Combine(_cli.Root, "workflows", f));
+        }
+        _url = $"http://127.0.0.1:{PostgresServer.FreePort()}";
+        _cli.Environment["PIPELINES_API_KEY"] = Key;
+        (_server, _) = _cli.StartUntil(l => l.Contains("Now listening", StringComparison.Ordinal), "serve", "--urls", _url);
+    }
+
+    private (int ExitCode, string Output) Browser(string scenario, Dictionary<string, string>? env = null)
+    {
+        var script = Path.Combine(RepoPaths.Root(), "web", "designer", "e2e", "designer.mjs");
+        var psi = new ProcessStartInfo("node") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false, WorkingDirectory = Path.GetDirectoryName(script)! };
+        foreach (var a in new[] { script, scenario, _url, Key, Screenshots })
+        {
+            psi.ArgumentList.Add(a);
+        }
+        foreach (var (k, v) in env ?? [])
+        {
+            psi.Environment[k] = v;
+        }
+        using var p = Process.Start(psi)!;
+        var stdout = p.StandardOutput.ReadToEndAsync();
+        var stderr = p.StandardError.ReadToEndAsync();
+        if (!p.WaitForExit(300_000))
+        {
+            p.Kill(entireProcessTree: true);
+            return (-1, "timed out\n" + stdout.Result + stderr.Result);
+        }
+        return (p.ExitCode, stdout.Result + stderr.Result);
+    }
+
+    [Fact]
+    public void BuildTheQuickstartByDragAndDropSaveValidateRunAndSeeTheReport()
+    {
+        Serve();
+        var (code, output) = Browser("quickstart");
+        Assert.True(code == 0, output);
+        Assert.Contains("PASS quickstart", output);
+        // What the designer saved is a workflow the CLI runs as it stands.
+        var saved = Path.Combine(_cli.Root, "workflows", "designed.json");
+        Assert.True(File.Exists(saved));
+        var validate = _cli.Run("validate", saved);
+        Assert.True(validate.ExitCode == 0, validate.All);
+        var steps = JsonNode.Parse(File.ReadAllText(saved))!["steps"]!.AsArray();
+        Assert.Equal(7, steps.Count);
+        Assert.Equal("trainToy.model", steps.First(s => s!["id"]!.GetValue<string>() == "attribute")!["inputs"]!["model"]!["from"]!.GetValue<string>());
+        Assert.True(File.Exists(Path.Combine(Screenshots, "quickstart-report.png")));
+    }
+
+    [Fact]
+    public void AnInvalidConnectionIsRefusedWithAReason()
+    {
+        Serve();
+        var (code, output) = Browser("invalid-connection");
+        Assert.True(code == 0, output);
+    }
+
+    [Fact]
+    public void OpeningAndSavingAWorkflowLeavesItByteForByteAndAnEditChangesOnlyItsValue()
+    {
+        Serve();
+        var file = Path.Combine(_cli.Root, "workflows", "quickstart.json");
+        var before = File.ReadAllText(file);
+        var (code, output) = Browser("round-trip", new() { ["WORKFLOW"] = "quickstart" });
+        Assert.True(code == 0, output);
+        Assert.Equal(before, File.ReadAllText(file));
+
+        var compact = Path.Combine(_cli.Root, "workflows", "data-profile.json");
+        var original = File.ReadAllLines(compact);
+        (code, output) = Browser("round-trip", new() { ["WORKFLOW"] = "data-profile", ["EDIT"] = "trainFraction", ["EDIT_STEP"] = "split", ["EDIT_VALUE"] = "0.5" });
+        Assert.True(code == 0, output);
+        var edited = File.ReadAllLines(compact);
+        Assert.Equal(original.Length, edited.Length);
+        var changed = Enumerable.Range(0, original.Length).Where(i => original[i] != edited[i]).ToList();
+        Assert.Single(changed); // the split step's line, and nothing else
+        Assert.Equal(original[changed[0]].Replace("\"trainFraction\": 0.8", "\"trainFraction\": 0.5", StringComparison.Ordinal), edited[changed[0]]);
+    }
+
+    public void Dispose()
+    {
+        if (_server is { HasExited: false })
+        {
+            _server.Kill(entireProcessTree: true);
+            _server.WaitForExit(10_000);
+        }
+        _cli.Dispose();
+    }
+}
