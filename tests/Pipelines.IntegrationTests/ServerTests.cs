@@ -160,6 +160,16 @@ public sealed class ServerTests : IDisposable
         Assert.Equal(8, (await download.Content.ReadAsStringAsync()).Split('\n', StringSplitOptions.RemoveEmptyEntries).Length);
         Assert.True(File.Exists(Path.Combine(_cli.Store, "runs", runId, "run.lock.json")));
         Assert.Equal(HttpStatusCode.OK, (await _http.GetAsync(Url + "/hangfire")).StatusCode); // local requests see the dashboard
+        // Re-run reuses the cache; reproduce recomputes without it and matches.
+        var rerun = (await Json(HttpMethod.Post, $"/api/runs/{runId}/rerun", null, HttpStatusCode.Accepted))["runId"]!.GetValue<string>();
+        var rerunDone = await WaitFor(rerun, r => r["run"]!["status"]!.GetValue<string>() != "running");
+        Assert.Equal("cached", rerunDone["steps"]![0]!["status"]!.GetValue<string>());
+        var reproduce = (await Json(HttpMethod.Post, $"/api/runs/{runId}/reproduce", null, HttpStatusCode.Accepted))["runId"]!.GetValue<string>();
+        var reproduced = await WaitFor(reproduce, r => r["run"]!["status"]!.GetValue<string>() != "running");
+        Assert.Equal("reproduce", reproduced["run"]!["kind"]!.GetValue<string>());
+        Assert.Equal("computed", reproduced["steps"]![0]!["status"]!.GetValue<string>());
+        Assert.Equal(Digests(done), Digests(reproduced));
+        Assert.Equal(text, (await Json(HttpMethod.Get, $"/api/runs/{runId}"))["workflowText"]!.GetValue<string>());
         Assert.Equal(HttpStatusCode.NoContent, (await _http.SendAsync(Request(HttpMethod.Delete, "/api/workflows/toy"))).StatusCode);
     }
 
