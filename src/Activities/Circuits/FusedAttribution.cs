@@ -180,7 +180,6 @@ public sealed class FusedAttribution(HookedTransformer model, ComputationGraph g
     /// </summary>
     private (Tensor ScaledGrads, Tensor MlpGrad) ScoreLayer(int l, GradientCapture capture, Tensor normalized, Tensor scale, Tensor flat, Tensor scores, ScalarType wide)
     {
-        var attn = model.blocks[l].attn;
         var norm = model.blocks[l].ln1;
         var s = scale.to(wide).unsqueeze(-1); // [B,T,1,1]
         var xh = normalized.to(wide); // [B,T,d]

@@ -30,4 +30,23 @@ public static class ModelArtifacts
             throw new ActivityException(e.Message, e);
         }
     }
+
+    /// <summary>A checkpoint whose config and weights are all there (the safetensors header matches the file's size).</summary>
+    public static bool IsComplete(string dir)
+    {
+        var weights = Path.Combine(dir, "model.safetensors");
+        if (!File.Exists(Path.Combine(dir, "config.json")) || !File.Exists(weights))
+        {
+            return false;
+        }
+        try
+        {
+            using var file = SafetensorsFile.Open(weights);
+            return true;
+        }
+        catch (Exception e) when (e is CheckpointException or IOException or System.Text.Json.JsonException or InvalidDataException)
+        {
+            return false;
+        }
+    }
 }

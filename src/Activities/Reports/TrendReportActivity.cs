@@ -42,7 +42,7 @@ public sealed class TrendReportActivity : Activity<TrendReportActivity.Input>
     protected override Task ExecuteAsync(Input input, ActivityContext context)
     {
         var dirs = Directory.Exists(input.Checkpoints)
-            ? Directory.GetDirectories(input.Checkpoints, input.Pattern).Order(StringComparer.Ordinal).Where(Complete).ToList()
+            ? Directory.GetDirectories(input.Checkpoints, input.Pattern).Order(StringComparer.Ordinal).Where(ModelArtifacts.IsComplete).ToList()
             : throw new ActivityException($"inputs.checkpoints: \"{input.Checkpoints}\" is not a directory");
         if (dirs.Count == 0)
         {
@@ -109,24 +109,5 @@ public sealed class TrendReportActivity : Activity<TrendReportActivity.Input>
         plot.ShowLegend(ScottPlot.Alignment.LowerRight);
         plot.SavePng(context.OutputFile("plot"), 800, 420);
         return Task.CompletedTask;
-    }
-
-    /// <summary>A checkpoint whose config and weights are all there (the safetensors header matches the file's size).</summary>
-    public static bool Complete(string dir)
-    {
-        var weights = Path.Combine(dir, "model.safetensors");
-        if (!File.Exists(Path.Combine(dir, "config.json")) || !File.Exists(weights))
-        {
-            return false;
-        }
-        try
-        {
-            using var file = SafetensorsFile.Open(weights);
-            return true;
-        }
-        catch (Exception e) when (e is CheckpointException or IOException or JsonException or InvalidDataException)
-        {
-            return false;
-        }
     }
 }

@@ -1,6 +1,6 @@
 using Hangfire;
 using Hangfire.Storage;
-using Pipelines.Activities.Reports;
+using Pipelines.Activities.Models;
 using Pipelines.Engine.Artifacts;
 using Pipelines.Engine.Definitions;
 using Pipelines.Engine.Ledger;
@@ -112,6 +112,6 @@ public sealed class CheckpointWatcher(RunScheduler scheduler, ServerConfig confi
         {
             return false;
         }
-        return !Directory.Exists(entry) || TrendReportActivity.Complete(entry);
+        return !Directory.Exists(entry) || ModelArtifacts.IsComplete(entry);
     }
 }
