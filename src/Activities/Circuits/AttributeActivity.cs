@@ -16,7 +16,7 @@ public enum AttributionMethod { Eap, EapIgInputs, EapIgActivations, CleanCorrupt
 public enum PositionalMode { None, Spans, Positions }
 
 /// <summary>Scores every edge of the model's computation graph on counterfactual pairs.</summary>
-[Activity("circuits.attribute", Version = 2, Category = "Circuits", Resources = ["gpu"], Summary = "Score every edge (EAP, EAP-IG-inputs, clean-corrupted, exact patching) on counterfactual pairs")]
+[Activity("circuits.attribute", Version = 3, Category = "Circuits", Resources = ["gpu"], Summary = "Score every edge (EAP, EAP-IG-inputs, clean-corrupted, exact patching) on counterfactual pairs")]
 [Output("scores", ArtifactKinds.Scores, Help = "scores.safetensors [n_forward, n_backward] + index.json", MediaType = "inode/directory", FileName = "scores", IsDirectory = true)]
 [Output("graph", ArtifactKinds.Circuit, Help = "MIB JSON graph format with every edge's score", MediaType = "application/json", FileName = "graph.json")]
 public sealed class AttributeActivity : Activity<AttributeActivity.Input>
@@ -106,10 +106,19 @@ public sealed class AttributeActivity : Activity<AttributeActivity.Input>
                 ["loss"] = "−mean metric; positive score: corrupting the edge lowers the metric",
                 ["pairs"] = batch.Count,
                 ["droppedUnequalLength"] = batch.Dropped,
+                ["droppedIdentical"] = batch.DroppedIdentical,
             };
+            var largest = total.abs().max().to(ScalarType.Float64).item<double>();
+            if (!(largest > 0) || !double.IsFinite(largest))
+            {
+                info["warning"] = double.IsFinite(largest)
+                    ? "every edge score is exactly 0: the model's metric does not change between clean and corrupted prompts"
+                    : "some edge scores are not finite (NaN or infinity)";
+                context.Log($"warning: {info["warning"]}");
+            }
             ScoresFile.Write(context.OutputDirectory("scores"), graph, total, info, model.Config.DModel);
             File.WriteAllText(context.OutputFile("graph"), ScoresFile.MibJson(graph, ScoresFile.ToGrid(total, graph), null, model.Config.DModel).ToJsonString() + "\n");
-            context.Log($"{info["method"]}: {graph.EdgeCount} edges scored on {batch.Count} pairs ({batch.Dropped} dropped for unequal length)");
+            context.Log($"{info["method"]}: {graph.EdgeCount} edges scored on {batch.Count} pairs ({batch.Dropped} dropped for unequal length, {batch.DroppedIdentical} for identical tokens)");
         }
         return Task.CompletedTask;
     }
@@ -170,6 +179,7 @@ public sealed class AttributeActivity : Activity<AttributeActivity.Input>
                 ["loss"] = "−metric; positive score: corrupting the edge lowers the metric (PEAP's code uses +metric)",
                 ["pairs"] = batch.Count,
                 ["droppedUnequalLength"] = batch.Dropped,
+                ["droppedIdentical"] = batch.DroppedIdentical,
             };
             var directory = context.OutputDirectory("scores");
             ScoresFile.Write(directory, graph, aggregate, info, model.Config.DModel);

@@ -45,6 +45,9 @@ public sealed class CounterfactualBatch : IDisposable
     /// <summary>Greater-than rows: the start year YY; the metric is then the probability difference.</summary>
     public int[]? Labels { get; }
     public int Dropped { get; }
+
+    /// <summary>Pairs dropped because clean and corrupted tokenize to the same ids (no counterfactual signal).</summary>
+    public int DroppedIdentical { get; private init; }
     public int Count => (int)Clean.shape[0];
 
     public string MetricName => Labels is null ? "logit difference" : "probability difference";
@@ -61,11 +64,9 @@ public sealed class CounterfactualBatch : IDisposable
         var spanRows = new List<Pipelines.Activities.Schemas.SpanApplication>();
         IReadOnlyList<string>? titles = null;
         var prefix = config.DefaultPrependBos && tokenizer.BosId is { } bos ? new List<int> { bos } : [];
-        int Token(string word, int row)
-        {
-            var ids = tokenizer.Encode(word);
-            return ids.Count == 1 ? ids[0] : throw new ActivityException($"dataset, row {row + 1}: the answer \"{word}\" is not a single token for this model's tokenizer");
-        }
+        int Token(string word, int row) => Models.VocabularyCheck.AnswerToken(tokenizer, word, $"dataset, row {row + 1}");
+        var texts = new List<string>();
+        var identical = 0;
         for (var i = 0; i < rows.Count && (limit <= 0 || cleanIds.Count < limit); i++)
         {
             var row = rows[i];
@@ -78,6 +79,13 @@ public sealed class CounterfactualBatch : IDisposable
                 dropped++;
                 continue;
             }
+            if (c.SequenceEqual(k))
+            {
+                identical++; // clean and corrupted read the same to this tokenizer: the pair carries no signal
+                continue;
+            }
+            texts.Add(Field("clean"));
+            texts.Add(Field("corrupted"));
             if (Pipelines.Activities.Schemas.SpanApplication.ReadFrom(row, $"dataset, row {i + 1}") is { } app)
             {
                 var rowTitles = Pipelines.Activities.Schemas.SpanApplication.Titles(row);
@@ -116,9 +124,11 @@ public sealed class CounterfactualBatch : IDisposable
                 incorrect.Add(Token(Field("incorrect"), i));
             }
         }
+        Models.VocabularyCheck.Check(tokenizer, cleanIds.Concat(corruptIds).Select(r => (IReadOnlyList<int>)r).ToList(), texts, "dataset");
         if (cleanIds.Count == 0)
         {
-            throw new ActivityException($"no usable pairs: {dropped} dropped because clean and corrupted prompts tokenize to different lengths");
+            throw new ActivityException($"no usable pairs: {dropped} dropped because clean and corrupted prompts tokenize to different lengths, " +
+                $"{identical} because they tokenize identically");
         }
         if (labels.Count != 0 && labels.Count != cleanIds.Count)
         {
@@ -157,7 +167,7 @@ public sealed class CounterfactualBatch : IDisposable
         }
         var result = new CounterfactualBatch(tensor(Pack(cleanIds)), tensor(Pack(corruptIds)), tensor(mask),
             tensor(cleanIds.Select(r => (long)r.Count - 1).ToArray()), tensor(correct.ToArray()), tensor(incorrect.ToArray()),
-            labels.Count > 0 ? labels.ToArray() : null, dropped, years);
+            labels.Count > 0 ? labels.ToArray() : null, dropped, years) { DroppedIdentical = identical };
         if (titles is not null)
         {
             var spans = new float[spanRows.Count, titles.Count, width];

@@ -65,7 +65,7 @@ public static class ScoresFile
         var edges = new JsonObject();
         foreach (var (f, b) in graph.Edges())
         {
-            edges[graph.EdgeName(f, b)] = new JsonObject { ["score"] = scores[f, b], ["in_graph"] = circuit is null || circuit.Edges[f, b] };
+            edges[graph.EdgeName(f, b)] = new JsonObject { ["score"] = double.IsFinite(scores[f, b]) ? (JsonNode?)scores[f, b] : null, ["in_graph"] = circuit is null || circuit.Edges[f, b] };
         }
         return new JsonObject { ["cfg"] = graph.ConfigJson(dModel), ["nodes"] = nodes, ["edges"] = edges };
     }

@@ -15,7 +15,7 @@ public enum SelectionMethod { TopN, Greedy }
 /// MIB faithfulness: circuits of the top k % of edges over the grid, each run with out-of-circuit edges patched
 /// from the counterfactual; f = (m(C) − m(∅)) / (m(N) − m(∅)); CPR over the signed ranking, CMD over |score|.
 /// </summary>
-[Activity("circuits.faithfulness", Version = 2, Category = "Faithfulness", Resources = ["gpu"], Summary = "Faithfulness curve, CPR and CMD (MIB) of circuits chosen from edge scores")]
+[Activity("circuits.faithfulness", Version = 3, Category = "Faithfulness", Resources = ["gpu"], Summary = "Faithfulness curve, CPR and CMD (MIB) of circuits chosen from edge scores")]
 [Output("metrics", ArtifactKinds.Json, Help = "m(N), m(∅), CPR, CMD, both curves and per-example metrics of the full and empty circuits", MediaType = "application/json", FileName = "faithfulness.json")]
 public sealed class FaithfulnessActivity : Activity<FaithfulnessActivity.Input>
 {
@@ -108,6 +108,7 @@ public sealed class FaithfulnessActivity : Activity<FaithfulnessActivity.Input>
             }
             var mFull = fullPer.Average();
             var mEmpty = emptyPer.Average();
+            var undefined = FaithfulnessCurve.UndefinedReason(fullPer, emptyPer);
             JsonArray Curve(bool absolute, out List<CurvePoint> points)
             {
                 points = [];
@@ -121,7 +122,7 @@ public sealed class FaithfulnessActivity : Activity<FaithfulnessActivity.Input>
                     var metric = sums[i] / batch.Count;
                     var point = new CurvePoint(circuits[i].Fraction, FaithfulnessCurve.Faithfulness(metric, mEmpty, mFull), circuits[i].Circuit.EdgeCount, metric);
                     points.Add(point);
-                    array.Add(new JsonObject { ["fraction"] = point.Fraction, ["edges"] = point.Edges, ["metric"] = Math.Round(point.Metric, 6), ["faithfulness"] = Math.Round(point.Faithfulness, 6) });
+                    array.Add(new JsonObject { ["fraction"] = point.Fraction, ["edges"] = point.Edges, ["metric"] = JsonNumbers.Round(point.Metric), ["faithfulness"] = undefined is null ? JsonNumbers.Round(point.Faithfulness) : null });
                 }
                 return array;
             }
@@ -132,19 +133,22 @@ public sealed class FaithfulnessActivity : Activity<FaithfulnessActivity.Input>
                 ["metric"] = batch.MetricName,
                 ["pairs"] = batch.Count,
                 ["droppedUnequalLength"] = batch.Dropped,
+                ["droppedIdentical"] = batch.DroppedIdentical,
                 ["edges"] = graph.EdgeCount,
                 ["selection"] = input.Selection == SelectionMethod.TopN ? "top-n" : "greedy",
                 ["ablation"] = Circuits.Ablation.Name(input.Ablation),
-                ["mFull"] = Math.Round(mFull, 6),
-                ["mEmpty"] = Math.Round(mEmpty, 6),
-                ["cpr"] = Math.Round(FaithfulnessCurve.Cpr(signedPoints), 6),
-                ["cmd"] = Math.Round(FaithfulnessCurve.Cmd(absolutePoints), 6),
+                ["mFull"] = JsonNumbers.Round(mFull),
+                ["mEmpty"] = JsonNumbers.Round(mEmpty),
+                ["defined"] = undefined is null,
+                ["undefinedReason"] = undefined,
+                ["cpr"] = undefined is null ? JsonNumbers.Round(FaithfulnessCurve.Cpr(signedPoints)) : null,
+                ["cmd"] = undefined is null ? JsonNumbers.Round(FaithfulnessCurve.Cmd(absolutePoints)) : null,
                 ["signed"] = signed,
                 ["absolute"] = absoluteCurve,
                 ["perExample"] = new JsonObject
                 {
-                    ["full"] = new JsonArray(fullPer.Select(v => (JsonNode?)Math.Round(v, 6)).ToArray()),
-                    ["empty"] = new JsonArray(emptyPer.Select(v => (JsonNode?)Math.Round(v, 6)).ToArray()),
+                    ["full"] = new JsonArray(fullPer.Select(v => JsonNumbers.Round(v)).ToArray()),
+                    ["empty"] = new JsonArray(emptyPer.Select(v => JsonNumbers.Round(v)).ToArray()),
                 },
             };
             if (PositionalScoresFile.Exists(input.Scores.Path))
@@ -152,7 +156,9 @@ public sealed class FaithfulnessActivity : Activity<FaithfulnessActivity.Input>
                 result["positional"] = PositionalCurve(input, context, model, graph, batch);
             }
             File.WriteAllText(context.OutputFile("metrics"), result.ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n");
-            context.Log($"CPR {result["cpr"]}, CMD {result["cmd"]} (m(N) {mFull:F3}, m(∅) {mEmpty:F3}) on {batch.Count} pairs");
+            context.Log(undefined is null
+                ? $"CPR {result["cpr"]}, CMD {result["cmd"]} (m(N) {mFull:F3}, m(∅) {mEmpty:F3}) on {batch.Count} pairs"
+                : $"warning: faithfulness undefined: {undefined}");
         }
         return Task.CompletedTask;
     }
@@ -236,10 +242,10 @@ public sealed class FaithfulnessActivity : Activity<FaithfulnessActivity.Input>
                 ["topK"] = sizes[i],
                 ["abstractEdges"] = circuits[i].Edges.Count,
                 ["fullGraphEdges"] = Math.Round(fullGraphEdges[i] / count, 2),
-                ["metric"] = Math.Round(m, 6),
-                ["soft"] = Math.Round(m / mFull, 6),
-                ["hard"] = Math.Round((double)agree[i] / count, 6),
-                ["normalized"] = Math.Round(FaithfulnessCurve.Faithfulness(m, mEmpty, mFull), 6),
+                ["metric"] = JsonNumbers.Round(m),
+                ["soft"] = JsonNumbers.Round(m / mFull),
+                ["hard"] = JsonNumbers.Round((double)agree[i] / count),
+                ["normalized"] = JsonNumbers.Round(FaithfulnessCurve.Faithfulness(m, mEmpty, mFull)),
             });
         }
         context.Log($"positional circuits: {string.Join(", ", curve.Select(c => $"top {c!["topK"]}: soft {c["soft"]}, hard {c["hard"]}"))}");
@@ -249,8 +255,8 @@ public sealed class FaithfulnessActivity : Activity<FaithfulnessActivity.Input>
             ["statistic"] = input.Statistic,
             ["search"] = "peap-greedy, |score|",
             ["ablation"] = "counterfactual",
-            ["mFull"] = Math.Round(mFull, 6),
-            ["mEmpty"] = Math.Round(mEmpty, 6),
+            ["mFull"] = JsonNumbers.Round(mFull),
+            ["mEmpty"] = JsonNumbers.Round(mEmpty),
             ["curve"] = curve,
         };
     }

@@ -46,9 +46,9 @@ public sealed class EvaluateModelActivity : Activity<EvaluateModelActivity.Input
             {
                 ["task"] = score.Task,
                 ["examples"] = score.Examples,
-                ["accuracy"] = Math.Round(score.Accuracy, 6),
+                ["accuracy"] = JsonNumbers.Round(score.Accuracy),
                 ["metric"] = score.MetricName,
-                ["value"] = Math.Round(score.Metric, 6),
+                ["value"] = JsonNumbers.Round(score.Metric),
             };
             File.WriteAllText(context.OutputFile("metrics"), metrics.ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n");
             context.Log($"accuracy {score.Accuracy:P1}, {score.MetricName} {score.Metric:F3} on {score.Examples} examples");

@@ -20,9 +20,24 @@ public static class ModelArtifacts
         try
         {
             var loaded = Checkpoint.Load(model.Path);
-            var tokenizer = TokenizerLoader.FromDirectory(model.Path, loaded.Config.BosTokenId, loaded.Config.EosTokenId, loaded.Config.PadTokenId)
-                ?? (loaded.Config.Architecture == "gpt2" ? TokenizerLoader.Gpt2Reference() : null)
-                ?? throw new ActivityException("the model has no tokenizer.json or tokenizer.model");
+            ITextTokenizer? tokenizer;
+            try
+            {
+                tokenizer = TokenizerLoader.FromDirectory(model.Path, loaded.Config.BosTokenId, loaded.Config.EosTokenId, loaded.Config.PadTokenId)
+                    ?? TokenizerLoader.Gpt2ReferenceFor(loaded.Config);
+            }
+            catch
+            {
+                loaded.Dispose();
+                throw;
+            }
+            if (tokenizer is null)
+            {
+                loaded.Dispose();
+                throw new ActivityException(loaded.Config.Architecture == "gpt2"
+                    ? $"the model has no tokenizer.json or tokenizer.model, and its vocabulary ({loaded.Config.DVocab:N0}) is not GPT-2's ({TokenizerLoader.Gpt2VocabularySize:N0}); save its tokenizer beside config.json"
+                    : "the model has no tokenizer.json or tokenizer.model");
+            }
             return (loaded, tokenizer);
         }
         catch (CheckpointException e)

@@ -11,7 +11,7 @@ namespace Pipelines.Activities.Reports;
 /// curves, and writes an HTML report that embeds both with the inputs' digests as provenance. No run ids or times go
 /// into the outputs, so the same inputs give the same bytes (and reproduce checks them).
 /// </summary>
-[Activity("report.circuit", Version = 1, Category = "Reports", Summary = "Circuit diagram (PNG, SVG), faithfulness curve (PNG) and an HTML report")]
+[Activity("report.circuit", Version = 2, Category = "Reports", Summary = "Circuit diagram (PNG, SVG), faithfulness curve (PNG) and an HTML report")]
 [Output("report", ArtifactKinds.Report, Help = "Self-contained HTML report", MediaType = "text/html", FileName = "report.html")]
 [Output("diagram", ArtifactKinds.Plot, Help = "The circuit as a layered graph (PNG)", MediaType = "image/png", FileName = "circuit.png")]
 [Output("diagramSvg", ArtifactKinds.Plot, Help = "The same diagram as SVG", MediaType = "image/svg+xml", FileName = "circuit.svg")]
@@ -79,6 +79,13 @@ public sealed class CircuitReportActivity : Activity<CircuitReportActivity.Input
     private static ScottPlot.Plot CurvePlot(JsonObject metrics)
     {
         var plot = new ScottPlot.Plot();
+        if (Undefined(metrics) is { } reason)
+        {
+            // Never plot a curve that means nothing: say why instead.
+            plot.Add.Annotation("Faithfulness is undefined on these pairs:\n" + Wrap(reason, 70));
+            plot.Title($"Faithfulness undefined ({metrics["metric"]}, {metrics["pairs"]} pairs)");
+            return plot;
+        }
         foreach (var (name, color) in new[] { ("signed", ScottPlot.Colors.Blue), ("absolute", ScottPlot.Colors.OrangeRed) })
         {
             var points = metrics[name]?.AsArray();
@@ -99,6 +106,29 @@ public sealed class CircuitReportActivity : Activity<CircuitReportActivity.Input
         return plot;
     }
 
+    /// <summary>The reason faithfulness is undefined (circuits.faithfulness sets "defined": false), or null.</summary>
+    private static string? Undefined(JsonObject metrics) =>
+        metrics["defined"] is JsonValue d && d.TryGetValue<bool>(out var ok) && !ok
+            ? metrics["undefinedReason"]?.GetValue<string>() ?? "m(N) and m(∅) do not differ"
+            : null;
+
+    private static string Wrap(string text, int width)
+    {
+        var lines = new List<string>();
+        var line = "";
+        foreach (var word in text.Split(' '))
+        {
+            if (line.Length + word.Length + 1 > width && line.Length > 0)
+            {
+                lines.Add(line);
+                line = "";
+            }
+            line = line.Length == 0 ? word : line + " " + word;
+        }
+        lines.Add(line);
+        return string.Join("\n", lines);
+    }
+
     private static string Html(Input input, List<(string Name, double Score)> edges, JsonObject metrics, byte[] diagram, byte[] curve)
     {
         string E(string s) => WebUtility.HtmlEncode(s);
@@ -107,7 +137,13 @@ public sealed class CircuitReportActivity : Activity<CircuitReportActivity.Input
         sb.Append("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>").Append(E(input.Title)).Append("</title>");
         sb.Append("<style>body{font-family:system-ui,sans-serif;max-width:960px;margin:2em auto;color:#222}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left}img{max-width:100%}code{font-size:.9em}</style></head><body>");
         sb.Append("<h1>").Append(E(input.Title)).Append("</h1>");
-        sb.Append("<h2>Faithfulness</h2><table>");
+        sb.Append("<h2>Faithfulness</h2>");
+        if (Undefined(metrics) is { } reason)
+        {
+            sb.Append("<p class=\"warning\"><strong>Faithfulness is undefined:</strong> ").Append(E(reason))
+              .Append(". CPR and CMD are not reported; check that the model has learned the task (its accuracy) and that the corrupted prompts change its answer.</p>");
+        }
+        sb.Append("<table>");
         foreach (var key in new[] { "metric", "ablation", "pairs", "edges", "mFull", "mEmpty", "cpr", "cmd", "selection" })
         {
             if (metrics[key] is { } v)

@@ -140,7 +140,7 @@ public sealed class JsonReportActivity : Activity<JsonReportActivity.Input>
             var obj = new JsonObject { ["present"] = _present, ["types"] = types };
             if (_numCount > 0)
             {
-                obj["numbers"] = new JsonObject { ["min"] = _numMin, ["max"] = _numMax, ["mean"] = Math.Round(_numSum / _numCount, 6) };
+                obj["numbers"] = new JsonObject { ["min"] = JsonNumbers.Round(_numMin, 15), ["max"] = JsonNumbers.Round(_numMax, 15), ["mean"] = JsonNumbers.Round(_numSum / _numCount) };
             }
             if (_strCount > 0)
             {

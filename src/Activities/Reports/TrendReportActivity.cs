@@ -80,9 +80,9 @@ public sealed class TrendReportActivity : Activity<TrendReportActivity.Input>
                 points.Add(new JsonObject
                 {
                     ["checkpoint"] = Path.GetFileName(dirs[i]),
-                    ["accuracy"] = Math.Round(accuracy, 6),
-                    ["metric"] = Math.Round(value, 6),
-                    ["overlapWithPrevious"] = jaccard is null ? null : Math.Round(jaccard.Value, 6),
+                    ["accuracy"] = JsonNumbers.Round(accuracy),
+                    ["metric"] = JsonNumbers.Round(value),
+                    ["overlapWithPrevious"] = jaccard is null ? null : JsonNumbers.Round(jaccard.Value),
                     ["topEdges"] = new JsonArray(top.Order(StringComparer.Ordinal).Select(e => (JsonNode)e).ToArray()),
                 });
                 xs.Add(i);

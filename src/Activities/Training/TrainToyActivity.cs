@@ -10,7 +10,7 @@ namespace Pipelines.Activities.Training;
 public enum ToyTask { Ioi, GreaterThan }
 
 /// <summary>Trains a small transformer on a toy task with a known solution; saves HF checkpoints.</summary>
-[Activity("model.train-toy", Version = 1, Category = "Training", Resources = ["gpu"], Summary = "Train a small GPT-2-style model on a toy task (IOI or greater-than); deterministic under a seed")]
+[Activity("model.train-toy", Version = 2, Category = "Training", Resources = ["gpu"], Summary = "Train a small GPT-2-style model on a toy task (IOI or greater-than); deterministic under a seed")]
 [Output("model", ArtifactKinds.Model, Help = "The trained model, a HF checkpoint with a word-level tokenizer", MediaType = "inode/directory", FileName = "model", IsDirectory = true)]
 [Output("checkpoints", ArtifactKinds.Model, Help = "Intermediate checkpoints step-NNNNNN/ (empty unless checkpointEvery > 0)", MediaType = "inode/directory", FileName = "checkpoints", IsDirectory = true)]
 [Output("metrics", ArtifactKinds.Json, Help = "Held-out accuracy, task metric and final loss", MediaType = "application/json", FileName = "metrics.json")]
@@ -27,8 +27,8 @@ public sealed class TrainToyActivity : Activity<TrainToyActivity.Input>
         [Input("Examples per step", Minimum = 1, Maximum = 4096)]
         public int BatchSize { get; init; } = 64;
 
-        [Input("AdamW learning rate", Minimum = 0)]
-        public double LearningRate { get; init; } = 2e-3;
+        [Input("AdamW peak learning rate (after a 50-step linear warm-up; cosine decay to a tenth of it by the last step)", Minimum = 0)]
+        public double LearningRate { get; init; } = 4e-3;
 
         [Input("Seed for initialisation and data")]
         public long Seed { get; init; }
@@ -74,9 +74,9 @@ public sealed class TrainToyActivity : Activity<TrainToyActivity.Input>
             ["task"] = options.Task,
             ["steps"] = input.Steps,
             ["heldOutExamples"] = result.Score.Examples,
-            ["accuracy"] = Math.Round(result.Score.Accuracy, 6),
-            [result.Score.MetricName.Replace(' ', '_')] = Math.Round(result.Score.Metric, 6),
-            ["finalLoss"] = Math.Round(result.FinalLoss, 6),
+            ["accuracy"] = JsonNumbers.Round(result.Score.Accuracy),
+            [result.Score.MetricName.Replace(' ', '_')] = JsonNumbers.Round(result.Score.Metric),
+            ["finalLoss"] = JsonNumbers.Round(result.FinalLoss),
             ["checkpoints"] = new JsonArray(result.Checkpoints.Select(c => (JsonNode?)$"step-{c.Step:D6}").ToArray()),
         };
         File.WriteAllText(context.OutputFile("metrics"), metrics.ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n");

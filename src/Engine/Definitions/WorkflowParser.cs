@@ -18,35 +18,64 @@ public static partial class WorkflowParser
     };
 
     /// <summary>Step ids and parameter names: a letter, then letters, digits, '_' or '-'.</summary>
-    [GeneratedRegex("^[A-Za-z][A-Za-z0-9_-]{0,63}$")]
+    [GeneratedRegex(@"^[A-Za-z][A-Za-z0-9_-]{0,63}\z")]
     public static partial Regex IdentifierPattern();
 
     /// <summary>Parses a workflow file; throws <see cref="WorkflowInvalidException"/> with every problem found.</summary>
-    public static WorkflowDefinition ParseFile(string path)
+    public static WorkflowDefinition ParseFile(string path) => Parse(ReadText(path), path);
+
+    /// <summary>Workflow files are at most this large (a workflow of thousands of steps is far smaller).</summary>
+    public const long MaxFileBytes = 16L << 20;
+
+    private static readonly System.Text.UTF8Encoding StrictUtf8 = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
+
+    /// <summary>
+    /// Decodes workflow bytes as strict UTF-8 (a leading BOM is allowed): invalid bytes are an error with their
+    /// offset, never silently replaced.
+    /// </summary>
+    public static string DecodeUtf8(ReadOnlySpan<byte> bytes, string file)
     {
-        string text;
+        if (bytes.StartsWith((ReadOnlySpan<byte>)[0xEF, 0xBB, 0xBF]))
+        {
+            bytes = bytes[3..];
+        }
         try
         {
-            text = File.ReadAllText(path);
+            return StrictUtf8.GetString(bytes);
         }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        catch (System.Text.DecoderFallbackException e)
         {
-            throw new WorkflowInvalidException([new Diagnostic(path, "$", $"cannot read the workflow file: {e.Message}")]);
+            var at = e.Index >= 0 ? $" at byte {e.Index}" : "";
+            throw new WorkflowInvalidException([new Diagnostic(file, "$", $"invalid UTF-8{at}; expected a UTF-8 text file")]);
         }
-        return Parse(text, path);
     }
 
     /// <summary>Reads the text of a workflow file, or reports why it cannot.</summary>
     public static string ReadText(string path)
     {
+        byte[] bytes;
         try
         {
-            return File.ReadAllText(path);
+            var info = new FileInfo(path);
+            if (!info.Exists)
+            {
+                throw new WorkflowInvalidException([new Diagnostic(path, "$", Directory.Exists(path) ? "expected a workflow file, got a directory" : "no such workflow file")]);
+            }
+            if (!Common.SafeFiles.IsRegularFile(path))
+            {
+                throw new WorkflowInvalidException([new Diagnostic(path, "$", "expected a regular file (not a FIFO, device or socket)")]);
+            }
+            if (info.Length > MaxFileBytes)
+            {
+                throw new WorkflowInvalidException([new Diagnostic(path, "$", $"the file is {info.Length:N0} bytes; workflow files are at most {MaxFileBytes:N0}")]);
+            }
+            bytes = File.ReadAllBytes(path);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
-            throw new WorkflowInvalidException([new Diagnostic(path, "$", $"cannot read the workflow file: {e.Message}")]);
+            throw new WorkflowInvalidException([new Diagnostic(path, "$", $"cannot read the workflow file: {e.GetType().Name.Replace("Exception", "")}")]);
         }
+        return DecodeUtf8(bytes, path);
     }
 
     /// <summary>Parses workflow JSON text; <paramref name="file"/> names it in diagnostics.</summary>
@@ -83,8 +112,84 @@ public static partial class WorkflowParser
 
         using (doc)
         {
-            return ReadRoot(doc.RootElement, file, errors);
+            var before = errors.Count;
+            CheckText(doc.RootElement, "$", file, errors);
+            return errors.Count > before ? null : ReadRoot(doc.RootElement, file, errors);
         }
+    }
+
+    /// <summary>
+    /// Every string and property name must be valid Unicode: a JSON escape of a lone surrogate ("\ud800") parses,
+    /// but nothing can write it back, so it is refused here with its path (depth is bounded by MaxDepth).
+    /// </summary>
+    private static void CheckText(JsonElement element, string path, string file, List<Diagnostic> errors)
+    {
+        const string Expected = "contains an unpaired surrogate escape (\\uD800–\\uDFFF alone); expected valid Unicode text";
+        switch (element.ValueKind)
+        {
+            case JsonValueKind.Object:
+                var i = 0;
+                foreach (var prop in element.EnumerateObject())
+                {
+                    string name;
+                    try
+                    {
+                        name = prop.Name;
+                    }
+                    catch (InvalidOperationException)
+                    {
+                        errors.Add(new(file, $"{path} (property {i + 1})", $"a property name {Expected}"));
+                        i++;
+                        continue;
+                    }
+                    var child = JsonPaths.Prop(path, IsValidUnicode(name) ? name : $"#{i + 1}");
+                    if (!IsValidUnicode(name))
+                    {
+                        errors.Add(new(file, child, $"the property name {Expected}"));
+                    }
+                    CheckText(prop.Value, child, file, errors);
+                    i++;
+                }
+                break;
+            case JsonValueKind.Array:
+                var j = 0;
+                foreach (var item in element.EnumerateArray())
+                {
+                    CheckText(item, JsonPaths.Index(path, j++), file, errors);
+                }
+                break;
+            case JsonValueKind.String:
+                string? text = null;
+                try
+                {
+                    text = element.GetString();
+                }
+                catch (InvalidOperationException)
+                {
+                }
+                if (text is null || !IsValidUnicode(text))
+                {
+                    errors.Add(new(file, path, $"the string {Expected}"));
+                }
+                break;
+        }
+    }
+
+    /// <summary>True when every surrogate in the text is part of a pair.</summary>
+    public static bool IsValidUnicode(string text)
+    {
+        for (var i = 0; i < text.Length; i++)
+        {
+            if (char.IsHighSurrogate(text[i]) && i + 1 < text.Length && char.IsLowSurrogate(text[i + 1]))
+            {
+                i++;
+            }
+            else if (char.IsSurrogate(text[i]))
+            {
+                return false;
+            }
+        }
+        return true;
     }
 
     private static WorkflowDefinition? ReadRoot(JsonElement root, string file, List<Diagnostic> errors)
@@ -204,9 +309,17 @@ public static partial class WorkflowParser
                 }
                 return v.GetString();
             }
-            foreach (var p in item.EnumerateObject().Where(p => !TriggerProperties.Contains(p.Name)))
+            var fields = new HashSet<string>(StringComparer.Ordinal);
+            foreach (var p in item.EnumerateObject())
             {
-                errors.Add(new(file, JsonPaths.Prop(at, p.Name), $"unknown property \"{p.Name}\"; expected one of: {string.Join(", ", TriggerProperties)}"));
+                if (!fields.Add(p.Name))
+                {
+                    errors.Add(new(file, JsonPaths.Prop(at, p.Name), "duplicate property"));
+                }
+                else if (!TriggerProperties.Contains(p.Name))
+                {
+                    errors.Add(new(file, JsonPaths.Prop(at, p.Name), $"unknown property \"{Short(p.Name)}\"; expected one of: {string.Join(", ", TriggerProperties)}"));
+                }
             }
             var stable = 10;
             if (item.TryGetProperty("stableSeconds", out var s) && (s.ValueKind != JsonValueKind.Number || !s.TryGetInt32(out stable) || stable < 0))
@@ -214,9 +327,9 @@ public static partial class WorkflowParser
                 errors.Add(new(file, JsonPaths.Prop(at, "stableSeconds"), $"expected a whole number of seconds ≥ 0, got {Describe(s)}"));
             }
             var schedule = Text("schedule", "* * * * *")!;
-            if (schedule.Split(' ', StringSplitOptions.RemoveEmptyEntries).Length is not (5 or 6))
+            if (CronSchedule.Check(schedule) is { } cronProblem)
             {
-                errors.Add(new(file, JsonPaths.Prop(at, "schedule"), $"expected a cron expression (5 fields, e.g. \"*/5 * * * *\"), got \"{schedule}\""));
+                errors.Add(new(file, JsonPaths.Prop(at, "schedule"), cronProblem));
             }
             triggers.Add(new TriggerDefinition(Text("id", null) ?? "", Text("watch", null) ?? "", Text("pattern", "*")!, Text("parameter", null) ?? "", schedule, stable));
         }
@@ -250,9 +363,15 @@ public static partial class WorkflowParser
             ParameterType? type = null;
             JsonNode? defaultValue = null;
             string? description = null;
+            var fields = new HashSet<string>(StringComparer.Ordinal);
             foreach (var field in prop.Value.EnumerateObject())
             {
                 var fpath = JsonPaths.Prop(ppath, field.Name);
+                if (!fields.Add(field.Name))
+                {
+                    errors.Add(new(file, fpath, "duplicate property"));
+                    continue;
+                }
                 switch (field.Name)
                 {
                     case "type":
@@ -323,9 +442,15 @@ public static partial class WorkflowParser
             }
             string? id = null, activity = null, description = null;
             var inputs = new Dictionary<string, InputBinding>(StringComparer.Ordinal);
+            var fields = new HashSet<string>(StringComparer.Ordinal);
             foreach (var field in item.EnumerateObject())
             {
                 var fpath = JsonPaths.Prop(spath, field.Name);
+                if (!fields.Add(field.Name))
+                {
+                    errors.Add(new(file, fpath, "duplicate property"));
+                    continue;
+                }
                 switch (field.Name)
                 {
                     case "id":
@@ -467,5 +592,5 @@ public static partial class WorkflowParser
     /// <summary>Describes a JSON node for an error message.</summary>
     public static string Describe(JsonNode? node) => node is null ? "null" : Describe(JsonDocument.Parse(node.ToJsonString()).RootElement);
 
-    private static string Short(string raw) => raw.Length <= 60 ? raw : raw[..57] + "...";
+    public static string Short(string raw) => raw.Length <= 60 ? raw : raw[..57] + "...";
 }

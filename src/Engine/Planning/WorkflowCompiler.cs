@@ -83,16 +83,51 @@ public sealed class WorkflowCompiler(ActivityRegistry registry)
         return new ValueInput(value);
     }
 
-    /// <summary>Kahn's algorithm, keeping the file's order among ready steps so plans are stable.</summary>
+    /// <summary>Kahn's algorithm, keeping the file's order among ready steps so plans are stable; O(n log n + edges).</summary>
     private static List<PlannedStep> TopologicalOrder(WorkflowDefinition definition, Dictionary<string, PlannedStep> steps)
     {
-        var order = new List<PlannedStep>();
-        var done = new HashSet<string>(StringComparer.Ordinal);
-        while (order.Count < steps.Count)
+        var index = new Dictionary<string, int>(StringComparer.Ordinal);
+        var ordered = new List<PlannedStep>();
+        foreach (var s in definition.Steps)
         {
-            var next = definition.Steps.Select(s => steps[s.Id]).First(s => !done.Contains(s.Id) && s.DependsOn.All(done.Contains));
-            order.Add(next);
-            done.Add(next.Id);
+            if (index.TryAdd(s.Id, ordered.Count))
+            {
+                ordered.Add(steps[s.Id]);
+            }
+        }
+        var waiting = new int[ordered.Count];
+        var dependents = new List<int>[ordered.Count];
+        var ready = new SortedSet<int>();
+        for (var i = 0; i < ordered.Count; i++)
+        {
+            var deps = ordered[i].DependsOn.Distinct(StringComparer.Ordinal).ToList();
+            waiting[i] = deps.Count;
+            foreach (var d in deps)
+            {
+                (dependents[index[d]] ??= []).Add(i);
+            }
+            if (deps.Count == 0)
+            {
+                ready.Add(i);
+            }
+        }
+        var order = new List<PlannedStep>(ordered.Count);
+        while (ready.Count > 0)
+        {
+            var next = ready.Min;
+            ready.Remove(next);
+            order.Add(ordered[next]);
+            foreach (var d in dependents[next] ?? [])
+            {
+                if (--waiting[d] == 0)
+                {
+                    ready.Add(d);
+                }
+            }
+        }
+        if (order.Count != ordered.Count)
+        {
+            throw new InvalidOperationException("the workflow has a cycle"); // validation reports cycles before planning
         }
         return order;
     }

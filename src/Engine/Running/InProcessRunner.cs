@@ -151,7 +151,7 @@ public sealed class InProcessRunner(ArtifactStore store, IRunLedger ledger, Exec
         }
         catch (Exception e)
         {
-            var message = e is ActivityException or IOException or JsonException ? e.Message : $"{e.GetType().Name}: {e.Message}";
+            var message = ErrorText.OneLine(e);
             var failed = new StepResult(step.Id, step.Descriptor.Type, StepStatus.Failed, material?.Key, clock.Elapsed, new Dictionary<string, OutputRecord>(), message, null, material);
             await Record(runId, step, failed, startedAt);
             observer.StepLog(step.Id, e.ToString());

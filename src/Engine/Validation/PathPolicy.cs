@@ -30,43 +30,67 @@ public sealed class PathPolicy
         return new PathPolicy(Directory.GetCurrentDirectory(), roots);
     }
 
-    /// <summary>Resolves a path; returns null and sets <paramref name="error"/> when it escapes or does not exist.</summary>
+    /// <summary>
+    /// Resolves a path; returns null and sets <paramref name="error"/> when it escapes the roots, does not exist, or
+    /// is not a regular file or directory. Every component is resolved (a link anywhere on the way counts, not only
+    /// the last one), and messages name the path as written, never the absolute path or a link's target, so a server's
+    /// answers reveal nothing of its file system.
+    /// </summary>
     public string? Resolve(string raw, out string? error, bool mustExist = true)
     {
         error = null;
-        if (raw.IndexOf('\0') >= 0)
+        if (raw.Length == 0)
         {
-            error = "the path contains a NUL character";
+            error = "expected a path, got an empty string";
             return null;
         }
+        if (raw.IndexOf('\0') >= 0 || raw.Any(char.IsControl))
+        {
+            error = "the path contains a control character";
+            return null;
+        }
+        var shown = Definitions.WorkflowParser.Short(raw);
         var full = Path.GetFullPath(raw, BaseDirectory);
-        if (!IsInside(full))
+        var real = Common.SafeFiles.Resolve(full);
+        if (real is null)
         {
-            error = $"the path \"{raw}\" resolves to {full}, outside the allowed roots ({string.Join(", ", Roots)}); " +
-                    "add a root with --allow-root or PIPELINES_ALLOWED_ROOTS";
+            error = $"the path \"{shown}\" goes through a loop of symbolic links";
             return null;
         }
-        FileSystemInfo info = Directory.Exists(full) ? new DirectoryInfo(full) : new FileInfo(full);
-        if (!info.Exists)
+        if (!IsInside(full) || !IsInsideReal(real))
+        {
+            error = $"the path \"{shown}\" is outside the allowed roots (the working directory, the workflow's directory, " +
+                    "--allow-root and PIPELINES_ALLOWED_ROOTS; links are followed)";
+            return null;
+        }
+        if (!File.Exists(real) && !Directory.Exists(real))
         {
             if (mustExist)
             {
-                error = $"expected an existing file or directory, but \"{raw}\" ({full}) does not exist";
+                error = $"expected an existing file or directory, but \"{shown}\" does not exist";
                 return null;
             }
             return full;
         }
-        var target = info.LinkTarget is null ? null : info.ResolveLinkTarget(returnFinalTarget: true)?.FullName;
-        if (target is not null && !IsInside(target))
+        if (Common.SafeFiles.IsSpecial(real))
         {
-            error = $"the path \"{raw}\" is a link to {target}, outside the allowed roots";
+            error = $"\"{shown}\" is not a regular file or directory (a FIFO, socket or device); expected a file or directory";
             return null;
         }
         return full;
     }
 
-    private bool IsInside(string full) => Roots.Any(root =>
+    private IReadOnlyList<string>? _realRoots;
+
+    /// <summary>The roots with their own links resolved (a root may itself sit behind a link, like /tmp on some systems).</summary>
+    private IReadOnlyList<string> RealRoots => _realRoots ??= Roots.Select(r => Common.SafeFiles.Resolve(r) ?? r).Concat(Roots).Distinct().ToList();
+
+    private bool IsInsideReal(string real) => RealRoots.Any(root => Within(real, root));
+
+    private bool IsInside(string full) => Roots.Any(root => Within(full, root));
+
+    private static bool Within(string full, string root) =>
         full.Equals(root, StringComparison.Ordinal) ||
         full.StartsWith(root + Path.DirectorySeparatorChar, StringComparison.Ordinal) ||
-        root == "/");
+        root == "/";
 }

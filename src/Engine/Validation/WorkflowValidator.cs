@@ -238,43 +238,66 @@ public sealed class WorkflowValidator : AbstractValidator<ValidationSubject>
         return null;
     }
 
+    /// <summary>
+    /// Depth-first search for cycles with an explicit stack: no recursion, so a workflow of any length cannot overflow
+    /// the thread's stack (a 60,000-step chain is as cheap as a short one).
+    /// </summary>
     private static void CheckCycles(ValidationSubject s, ValidationContext<ValidationSubject> context)
     {
         var steps = s.Definition.Steps.GroupBy(x => x.Id).ToDictionary(g => g.Key, g => g.First(), StringComparer.Ordinal);
         var state = new Dictionary<string, int>(StringComparer.Ordinal); // 1 visiting, 2 done
-        var stack = new List<string>();
+        var path = new List<string>();
+        var onPath = new Dictionary<string, int>(StringComparer.Ordinal); // id → index in path
+        var frames = new Stack<IEnumerator<string>>();
         var reported = new HashSet<string>();
-
-        void Visit(string id)
+        foreach (var root in steps.Keys)
         {
-            state[id] = 1;
-            stack.Add(id);
-            foreach (var dep in Dependencies(steps[id]).Where(steps.ContainsKey).Distinct())
+            if (state.GetValueOrDefault(root) != 0)
             {
-                if (dep == id)
+                continue;
+            }
+            Enter(root);
+            while (frames.Count > 0)
+            {
+                var deps = frames.Peek();
+                if (!deps.MoveNext())
+                {
+                    deps.Dispose();
+                    frames.Pop();
+                    var done = path[^1];
+                    path.RemoveAt(path.Count - 1);
+                    onPath.Remove(done);
+                    state[done] = 2;
+                    continue;
+                }
+                var dep = deps.Current;
+                if (dep == path[^1])
                 {
                     continue; // self-reference is reported by the binding check
                 }
-                if (state.GetValueOrDefault(dep) == 1)
+                var seen = state.GetValueOrDefault(dep);
+                if (seen == 1)
                 {
-                    var cycle = stack.Skip(stack.IndexOf(dep)).Append(dep).ToList();
-                    if (reported.Add(string.Join(",", cycle.Order())))
+                    var cycle = path.Skip(onPath[dep]).Append(dep).ToList();
+                    if (reported.Add(string.Join(",", cycle.Order(StringComparer.Ordinal))))
                     {
-                        context.Fail(steps[dep].JsonPath, $"cycle between steps: {string.Join(" -> ", cycle)}");
+                        var shown = cycle.Count <= 12 ? cycle : cycle.Take(5).Append($"… {cycle.Count - 10} more …").Concat(cycle.TakeLast(5)).ToList();
+                        context.Fail(steps[dep].JsonPath, $"cycle between steps: {string.Join(" -> ", shown)}");
                     }
                 }
-                else if (state.GetValueOrDefault(dep) == 0)
+                else if (seen == 0)
                 {
-                    Visit(dep);
+                    Enter(dep);
                 }
             }
-            stack.RemoveAt(stack.Count - 1);
-            state[id] = 2;
         }
 
-        foreach (var id in steps.Keys.Where(id => state.GetValueOrDefault(id) == 0))
+        void Enter(string id)
         {
-            Visit(id);
+            state[id] = 1;
+            onPath[id] = path.Count;
+            path.Add(id);
+            frames.Push(Dependencies(steps[id]).Where(steps.ContainsKey).Distinct().GetEnumerator());
         }
     }
 

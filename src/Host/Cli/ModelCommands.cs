@@ -75,7 +75,7 @@ public static class ModelCommands
         var prompt = new Option<string>("--prompt") { Description = "The prompt (with --chat: the user message)", Required = true };
         var prefill = new Option<string?>("--prefill") { Description = "Text the answer starts with; generation continues it" };
         var chat = new Option<string?>("--chat") { Description = "Wrap the prompt in a chat template: llama3, llama2, qwen2, plain (default: none)" };
-        var max = new Option<int>("--max-tokens") { Description = "New tokens at most", DefaultValueFactory = _ => 32 };
+        var max = new Option<int?>("--max-tokens") { Description = "New tokens at most (default: 32, or as many as fit in the model's context)" };
         var temperature = new Option<double>("--temperature") { Description = "0 is greedy", DefaultValueFactory = _ => 0 };
         var topK = new Option<int>("--top-k") { Description = "Sample from the k most likely (0: all)" };
         var topP = new Option<double>("--top-p") { Description = "Nucleus sampling mass", DefaultValueFactory = _ => 1.0 };
@@ -87,7 +87,7 @@ public static class ModelCommands
             var dir = p.GetValue(genModel)!;
             using var m = Checkpoint.Load(dir);
             var tokenizer = TokenizerLoader.FromDirectory(dir, m.Config.BosTokenId, m.Config.EosTokenId, m.Config.PadTokenId)
-                ?? (m.Config.Architecture == "gpt2" ? TokenizerLoader.Gpt2Reference() : null);
+                ?? TokenizerLoader.Gpt2ReferenceFor(m.Config);
             if (tokenizer is null)
             {
                 return Output.Invalid($"{dir}: no tokenizer.json or tokenizer.model");
@@ -95,12 +95,30 @@ public static class ModelCommands
             var text = p.GetValue(chat) is { } family
                 ? ChatTemplates.Format(family, [new ChatMessage("user", p.GetValue(prompt)!)], p.GetValue(prefill))
                 : p.GetValue(prompt)! + (p.GetValue(prefill) is { Length: > 0 } pre ? " " + pre : "");
+            var generator = new TextGenerator(m, tokenizer);
+            var unknown = tokenizer.UnknownId is { } unk
+                ? text.Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries).Where(w => tokenizer.Encode(w) is [var id] && id == unk).Distinct().Take(5).ToList()
+                : [];
+            if (unknown.Count > 0)
+            {
+                return Output.Invalid($"the prompt has words outside this model's vocabulary: {string.Join(", ", unknown.Select(w => $"\"{(w.Length > 20 ? w[..20] + "…" : w)}\""))}");
+            }
+            var room = generator.Room(text);
+            if (room is <= 0)
+            {
+                return Output.Invalid($"the prompt fills the model's context ({m.Config.NCtx} positions); shorten it");
+            }
+            var wanted = p.GetValue(max) ?? Math.Min(32, room ?? 32);
+            if (wanted < 1 || wanted > room)
+            {
+                return Output.Invalid(wanted < 1 ? "--max-tokens: expected at least 1" : $"--max-tokens: at most {room} new tokens fit after this prompt in the model's context of {m.Config.NCtx} positions");
+            }
             var options = new GenerationOptions
             {
-                MaxNewTokens = p.GetValue(max), Temperature = p.GetValue(temperature), TopK = p.GetValue(topK), TopP = p.GetValue(topP),
+                MaxNewTokens = wanted, Temperature = p.GetValue(temperature), TopK = p.GetValue(topK), TopP = p.GetValue(topP),
                 Seed = p.GetValue(seed), StopSequences = p.GetValue(stop) ?? [],
             };
-            var result = new TextGenerator(m, tokenizer).Generate([text], options)[0];
+            var result = generator.Generate([text], options)[0];
             AnsiConsole.MarkupLine($"[grey]{Markup.Escape(text)}[/][bold]{Markup.Escape((tokenizer.Kind == "wordlevel" ? " " : "") + result.Text)}[/]");
             AnsiConsole.MarkupLine($"[grey]({result.Tokens.Count} tokens, {result.StopReason})[/]");
             return ExitCodes.Ok;

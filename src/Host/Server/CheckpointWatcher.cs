@@ -24,7 +24,9 @@ public sealed class CheckpointWatcher(RunScheduler scheduler, ServerConfig confi
     private const string Prefix = "watch:";
 
     /// <summary>Brings the recurring jobs in line with the saved workflows' triggers.</summary>
-    public static void Sync(IRecurringJobManager jobs, JobStorage storage, ServerConfig config)
+    /// <remarks>A file that cannot be read or scheduled is reported through <paramref name="report"/> and skipped: one bad
+    /// file never stops the server.</remarks>
+    public static void Sync(IRecurringJobManager jobs, JobStorage storage, ServerConfig config, Action<string>? report = null)
     {
         var wanted = new HashSet<string>(StringComparer.Ordinal);
         if (Directory.Exists(config.WorkflowsDirectory))
@@ -35,18 +37,29 @@ public sealed class CheckpointWatcher(RunScheduler scheduler, ServerConfig confi
                 WorkflowDefinition definition;
                 try
                 {
-                    definition = WorkflowParser.Parse(File.ReadAllText(file), file);
+                    definition = WorkflowParser.Parse(WorkflowParser.ReadText(file), name + ".json");
                 }
-                catch (Exception e) when (e is IOException or WorkflowInvalidException)
+                catch (WorkflowInvalidException e)
                 {
+                    if (e.Diagnostics.Any(d => d.JsonPath.StartsWith("$.triggers", StringComparison.Ordinal) || d.JsonPath == "$"))
+                    {
+                        report?.Invoke($"warning: workflows/{name}.json: its triggers are not scheduled: {e.Diagnostics[0].JsonPath}: {e.Diagnostics[0].Message}");
+                    }
                     continue;
                 }
                 foreach (var trigger in definition.Triggers)
                 {
                     var id = $"{Prefix}{name}:{trigger.Id}";
-                    wanted.Add(id);
                     var (workflow, triggerId) = (name, trigger.Id);
-                    jobs.AddOrUpdate<CheckpointWatcher>(id, "default", w => w.CheckAsync(workflow, triggerId, CancellationToken.None), trigger.Schedule);
+                    try
+                    {
+                        jobs.AddOrUpdate<CheckpointWatcher>(id, "default", w => w.CheckAsync(workflow, triggerId, CancellationToken.None), trigger.Schedule);
+                        wanted.Add(id);
+                    }
+                    catch (Exception e) when (e is ArgumentException or FormatException or InvalidOperationException)
+                    {
+                        report?.Invoke($"warning: workflows/{name}.json: trigger \"{trigger.Id}\" is not scheduled: {e.Message.Split('\n')[0]}");
+                    }
                 }
             }
         }

@@ -43,7 +43,7 @@ public static class ServerApp
             Authorization = [new ApiKeys.DashboardFilter(keys)],
             DisplayNameFunc = (_, job) => job.Args.Count >= 2 ? $"run {job.Args[0]} / step {job.Args[1]}" : job.Method.Name,
         });
-        CheckpointWatcher.Sync(app.Services.GetRequiredService<IRecurringJobManager>(), app.Services.GetRequiredService<JobStorage>(), config);
+        CheckpointWatcher.Sync(app.Services.GetRequiredService<IRecurringJobManager>(), app.Services.GetRequiredService<JobStorage>(), config, Console.Error.WriteLine);
         return app;
     }
 

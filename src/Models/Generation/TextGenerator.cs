@@ -41,6 +41,13 @@ public sealed class TextGenerator(HookedTransformer model, ITextTokenizer tokeni
         }).ToList();
     }
 
+    /// <summary>
+    /// How many new tokens fit after the prompt in a model with learned positions (null: no fixed limit, as with
+    /// rotary positions).
+    /// </summary>
+    public int? Room(string prompt) =>
+        model.Config.Positional == PositionalKind.Learned ? model.Config.NCtx - Prefix(tokenizer.Encode(prompt)).Count : null;
+
     private IReadOnlyList<int> Prefix(IReadOnlyList<int> ids) =>
         model.Config.DefaultPrependBos && tokenizer.BosId is { } bos && (ids.Count == 0 || ids[0] != bos) ? [bos, .. ids] : ids;
 

@@ -2,6 +2,7 @@ using System.Text.Json.Nodes;
 using System.Text.RegularExpressions;
 using Microsoft.ML.Tokenizers;
 using Pipelines.Models.Checkpoints;
+using Pipelines.Models.Transformer;
 
 namespace Pipelines.Models.Tokenizers;
 
@@ -16,6 +17,9 @@ public interface ITextTokenizer
     IReadOnlyList<int> Encode(string text);
     string Decode(IEnumerable<int> ids);
     int? TokenToId(string token);
+
+    /// <summary>The id text outside the vocabulary maps to ([UNK], &lt;unk&gt;), or null when every text has a real encoding (byte-level BPE).</summary>
+    int? UnknownId => null;
 }
 
 /// <summary>A Microsoft.ML.Tokenizers tokenizer with the special ids of its checkpoint.</summary>
@@ -29,6 +33,8 @@ public sealed class MlTokenizer(Tokenizer inner, string kind, IReadOnlyDictionar
     public IReadOnlyList<int> Encode(string text) => inner.EncodeToIds(text);
     public string Decode(IEnumerable<int> ids) => inner.Decode(ids) ?? "";
     public int? TokenToId(string token) => specials.TryGetValue(token, out var id) ? id : inner.EncodeToIds(token) is [var single] ? single : null;
+
+    public int? UnknownId => specials.TryGetValue("<unk>", out var u) ? u : specials.TryGetValue("[UNK]", out var v) ? v : null;
 }
 
 /// <summary>
@@ -46,6 +52,16 @@ public static class TokenizerLoader
         var t = TiktokenTokenizer.CreateForModel("gpt2");
         return new MlTokenizer(t, "tiktoken-gpt2", new Dictionary<string, int> { ["<|endoftext|>"] = 50256 }, 50256, 50256, null);
     }
+
+    /// <summary>GPT-2's vocabulary size (50,256 merges and byte tokens, plus &lt;|endoftext|&gt;).</summary>
+    public const int Gpt2VocabularySize = 50257;
+
+    /// <summary>
+    /// GPT-2's reference tokenizer for a GPT-2 checkpoint saved without one, but only when its vocabulary is GPT-2's
+    /// (50,257, or padded up to 50,304 as nanoGPT does): never silently for a model with another vocabulary.
+    /// </summary>
+    public static ITextTokenizer? Gpt2ReferenceFor(TransformerConfig config) =>
+        config.Architecture == "gpt2" && config.DVocab is >= Gpt2VocabularySize and <= 50304 ? Gpt2Reference() : null;
 
     /// <summary>The tokenizer of a checkpoint directory, or null when it has none.</summary>
     public static ITextTokenizer? FromDirectory(string directory, int? bos = null, int? eos = null, int? pad = null)
@@ -145,6 +161,8 @@ public sealed class WordLevelTokenizer(IReadOnlyDictionary<string, int> vocab, s
     public string Decode(IEnumerable<int> ids) => string.Join(' ', ids.Select(i => _byId.TryGetValue(i, out var w) ? w : unknown));
 
     public int? TokenToId(string token) => vocab.TryGetValue(token, out var id) ? id : null;
+
+    public int? UnknownId => vocab.TryGetValue(unknown, out var id) ? id : null;
 
     /// <summary>Writes an HF tokenizer.json that <see cref="TokenizerLoader"/> (and HF's tokenizers) read back.</summary>
     public void Save(string path, IEnumerable<string> specialTokens)

@@ -14,8 +14,11 @@ public sealed record ToyTrainingOptions
     public string Task { get; init; } = "ioi";
     public int Steps { get; init; } = 800;
     public int BatchSize { get; init; } = 64;
-    public double LearningRate { get; init; } = 2e-3;
+    public double LearningRate { get; init; } = 4e-3;
     public double WeightDecay { get; init; } = 0.01;
+    /// <summary>Linear warm-up steps before the peak learning rate; then a cosine decay to <see cref="FinalLearningRateFraction"/> of it.</summary>
+    public int WarmupSteps { get; init; } = 50;
+    public double FinalLearningRateFraction { get; init; } = 0.1;
     public long Seed { get; init; }
     /// <summary>Save an intermediate HF checkpoint every N steps (0: none).</summary>
     public int CheckpointEvery { get; init; }
@@ -72,6 +75,11 @@ public static class ToyTrainer
                 var batch = ToyTasks.Generate(o.Task, o.BatchSize, o.Seed * 7919 + step);
                 var (tokens, last) = Encode(tokenizer, batch.Select(e => e.Clean).ToList());
                 var targets = tensor(batch.Select(e => (long)tokenizer.TokenToId(e.Correct)!.Value).ToArray());
+                var rate = LearningRateAt(o, step);
+                foreach (var group in optimizer.ParamGroups)
+                {
+                    group.LearningRate = rate;
+                }
                 optimizer.zero_grad();
                 var logits = model.Forward(tokens);
                 var final = logits.gather(1, last.view(-1, 1, 1).expand(-1, 1, logits.shape[2])).squeeze(1);
@@ -94,6 +102,19 @@ public static class ToyTrainer
         Save(model, tokenizer, modelDirectory, o, o.Steps);
         var score = Evaluate(model, tokenizer, ToyTasks.Generate(o.Task, o.EvalExamples, o.Seed + 1_000_000_007));
         return new ToyTrainingResult(score, loss, checkpoints, clock.Elapsed);
+    }
+
+    /// <summary>The learning rate at a step (1-based): linear warm-up, then cosine decay to the final fraction.</summary>
+    public static double LearningRateAt(ToyTrainingOptions o, int step)
+    {
+        var warmup = Math.Min(o.WarmupSteps, o.Steps);
+        if (step <= warmup)
+        {
+            return o.LearningRate * step / Math.Max(1, warmup);
+        }
+        var progress = (double)(step - warmup) / Math.Max(1, o.Steps - warmup);
+        var floor = o.FinalLearningRateFraction;
+        return o.LearningRate * (floor + (1 - floor) * 0.5 * (1 + Math.Cos(Math.PI * progress)));
     }
 
     private static void Save(HookedTransformer model, WordLevelTokenizer tokenizer, string directory, ToyTrainingOptions o, int step)

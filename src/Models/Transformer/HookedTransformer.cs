@@ -161,6 +161,7 @@ public sealed class HookedTransformer : nn.Module
         using var scope = NewDisposeScope();
         options ??= new ForwardOptions();
         long b = tokens.shape[0], t = tokens.shape[1];
+        CheckTokenIds(tokens);
         var newMask = attentionMask ?? ones(b, t, dtype: ScalarType.Int64, device: tokens.device);
         var keyMask = cache is null ? newMask : cache.ExtendMask(newMask);
         // Position of each new token = number of real tokens before it (so left padding does not shift positions).
@@ -171,6 +172,10 @@ public sealed class HookedTransformer : nn.Module
         var resid = hook_embed.call(W_E.index_select(0, tokens.flatten()).view(b, t, -1));
         if (W_pos is not null)
         {
+            if (positions.numel() > 0 && positions.max().item<long>() is var top && top >= Config.NCtx)
+            {
+                throw new ArgumentException($"the input reaches position {top + 1}, beyond this model's context of {Config.NCtx} positions");
+            }
             resid = resid + hook_pos_embed.call(W_pos.index_select(0, positions.flatten()).view(b, t, -1));
         }
         for (var l = 0; l < blocks.Count; l++)
@@ -183,6 +188,25 @@ public sealed class HookedTransformer : nn.Module
             logits = logits + b_U;
         }
         return logits.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// Token ids outside [0, d_vocab) would reach libtorch's index_select and fail with a page of C++ frames; refuse
+    /// them here with one line (the check is one reduction over the ids).
+    /// </summary>
+    private void CheckTokenIds(Tensor tokens)
+    {
+        if (tokens.numel() == 0)
+        {
+            return;
+        }
+        using var scope = NewDisposeScope();
+        var min = tokens.min().item<long>();
+        var max = tokens.max().item<long>();
+        if (min < 0 || max >= Config.DVocab)
+        {
+            throw new ArgumentException($"token id {(min < 0 ? min : max)} is outside this model's vocabulary (0..{Config.DVocab - 1}): the prompt was tokenized for another model");
+        }
     }
 
     /// <summary>Runs with temporary hooks, removed afterwards even on failure.</summary>

@@ -61,23 +61,25 @@ public static partial class WorkflowsApi
             {
                 return Results.BadRequest(new { error = "a workflow name has letters, digits, '.', '-' and '_' only" });
             }
-            var text = await new StreamReader(request.Body, Encoding.UTF8).ReadToEndAsync();
-            try
+            var shownFile = name + ".json";
+            if (await ReadBody(request, shownFile) is not { } text)
             {
-                if (JsonNode.Parse(text) is not JsonObject)
-                {
-                    return Results.BadRequest(new { error = "expected a JSON object (a workflow)" });
-                }
+                return Results.BadRequest(new { error = $"{shownFile}: invalid UTF-8; expected a UTF-8 JSON workflow" });
             }
-            catch (JsonException e)
+            // Only what the server can read back is saved: a draft with semantic errors is kept (the designer saves
+            // work in progress), but text that does not parse, or triggers the recurring jobs would refuse, is not.
+            var structural = new List<Diagnostic>();
+            var parsed = WorkflowParser.ParseLenient(text, shownFile, structural);
+            var unreadable = structural.Where(d => parsed is null || d.JsonPath.StartsWith("$.triggers", StringComparison.Ordinal) || d.JsonPath.StartsWith("$.name", StringComparison.Ordinal)).ToList();
+            if (parsed is null || unreadable.Count > 0)
             {
-                return Results.BadRequest(new { error = $"not JSON: {e.Message}" });
+                return Results.BadRequest(new { error = "not saved: " + (unreadable.FirstOrDefault()?.ToString() ?? "expected a JSON object (a workflow)"), diagnostics = unreadable });
             }
             Directory.CreateDirectory(config.WorkflowsDirectory);
             var existed = File.Exists(file);
-            await File.WriteAllTextAsync(file + ".tmp", text);
+            await File.WriteAllTextAsync(file + ".tmp", text, new UTF8Encoding(false));
             File.Move(file + ".tmp", file, overwrite: true);
-            var diagnostics = Validate(scheduler, text, file);
+            var diagnostics = Validate(scheduler, text, shownFile);
             SyncTriggers(request.HttpContext.RequestServices);
             return existed ? Results.Ok(new { name, valid = diagnostics.Count == 0, diagnostics })
                 : Results.Created($"/api/workflows/{name}", new { name, valid = diagnostics.Count == 0, diagnostics });
@@ -100,7 +102,15 @@ public static partial class WorkflowsApi
 
         group.MapPost("/validate", async (HttpRequest request, RunScheduler scheduler) =>
         {
-            var text = await new StreamReader(request.Body, Encoding.UTF8).ReadToEndAsync();
+            // JSON only: a web page can post text/plain or a form cross-origin without a preflight, never application/json.
+            if (!IsJson(request))
+            {
+                return Results.Json(new { error = "expected Content-Type: application/json" }, statusCode: StatusCodes.Status415UnsupportedMediaType);
+            }
+            if (await ReadBody(request, "request.json") is not { } text)
+            {
+                return Results.Ok(new { valid = false, diagnostics = new[] { new Diagnostic("request.json", "$", "invalid UTF-8; expected a UTF-8 JSON workflow") } });
+            }
             var parameters = request.Query.ToDictionary(q => q.Key, q => q.Value.ToString());
             var diagnostics = Validate(scheduler, text, "request.json", parameters);
             return Results.Ok(new { valid = diagnostics.Count == 0, diagnostics });
@@ -108,7 +118,26 @@ public static partial class WorkflowsApi
     }
 
     private static void SyncTriggers(IServiceProvider services) =>
-        CheckpointWatcher.Sync(services.GetRequiredService<Hangfire.IRecurringJobManager>(), services.GetRequiredService<Hangfire.JobStorage>(), services.GetRequiredService<ServerConfig>());
+        CheckpointWatcher.Sync(services.GetRequiredService<Hangfire.IRecurringJobManager>(), services.GetRequiredService<Hangfire.JobStorage>(), services.GetRequiredService<ServerConfig>(), Console.Error.WriteLine);
+
+    private static bool IsJson(HttpRequest request) =>
+        Microsoft.Net.Http.Headers.MediaTypeHeaderValue.TryParse(request.ContentType, out var media) &&
+        (media.MediaType.Equals("application/json", StringComparison.OrdinalIgnoreCase) || media.Suffix.Equals("json", StringComparison.OrdinalIgnoreCase));
+
+    /// <summary>The body as strict UTF-8 (invalid bytes: null, never silently replaced); Kestrel bounds its size.</summary>
+    private static async Task<string?> ReadBody(HttpRequest request, string file)
+    {
+        using var buffer = new MemoryStream();
+        await request.Body.CopyToAsync(buffer);
+        try
+        {
+            return WorkflowParser.DecodeUtf8(buffer.GetBuffer().AsSpan(0, (int)buffer.Length), file);
+        }
+        catch (WorkflowInvalidException)
+        {
+            return null;
+        }
+    }
 
     public static IReadOnlyList<Diagnostic> Validate(RunScheduler scheduler, string text, string file, IReadOnlyDictionary<string, string>? parameters = null)
     {
