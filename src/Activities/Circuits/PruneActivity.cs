@@ -27,7 +27,7 @@ public sealed class PruneActivity : Activity<PruneActivity.Input>
         [Input("Or keep this fraction of the edges", Minimum = 0, Maximum = 1)]
         public double Fraction { get; init; } = 0.05;
 
-        [Input("Positional scores (PEAP): abstract edges to take in the search from the last span's logits")]
+        [Input("Positional scores (PEAP): abstract edges to take in the search from the last span's logits", Minimum = 1)]
         public int TopK { get; init; } = 100;
 
         [Input("Positional scores: the span statistic to rank by (sum, avg, sum_abs_pos, sum_abs_exp, max_abs)")]
@@ -40,6 +40,8 @@ public sealed class PruneActivity : Activity<PruneActivity.Input>
         public Validator()
         {
             RuleFor(i => i.Fraction).GreaterThan(0).When(i => i.Edges == 0).WithMessage("expected edges > 0 or a fraction > 0");
+            RuleFor(i => i.Statistic).Must(s => PositionalScores.Statistics.Contains(s))
+                .WithMessage(i => $"unknown statistic \"{Pipelines.Engine.Definitions.WorkflowParser.Short(i.Statistic)}\"; expected one of: {string.Join(", ", PositionalScores.Statistics)}");
         }
     }
 

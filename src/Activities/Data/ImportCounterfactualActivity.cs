@@ -16,7 +16,7 @@ public sealed class ImportCounterfactualActivity : Activity<ImportCounterfactual
 {
     public sealed record Input
     {
-        [Input("A .csv (EAP-IG layout) or .jsonl file", IsPath = true)]
+        [Input("A .csv (EAP-IG layout) or .jsonl file", IsPath = true, PathKind = PathKind.File)]
         public required string Path { get; init; }
 
         [Input("Import at most this many pairs (0: all)", Minimum = 0)]

@@ -9,7 +9,7 @@ public sealed class LoadJsonlActivity : Activity<LoadJsonlActivity.Input>
 {
     public sealed record Input
     {
-        [Input("The JSONL file to read (relative to the working directory)", IsPath = true)]
+        [Input("The JSONL file to read (relative to the working directory)", IsPath = true, PathKind = PathKind.File)]
         public required string Path { get; init; }
 
         [Input("Read at most this many examples; 0 reads all", Minimum = 0)]

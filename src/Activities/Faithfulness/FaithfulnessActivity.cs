@@ -1,4 +1,5 @@
 using System.Text.Json;
+using FluentValidation;
 using System.Text.Json.Nodes;
 using Pipelines.Activities.Circuits;
 using Pipelines.Activities.Data;
@@ -52,12 +53,22 @@ public sealed class FaithfulnessActivity : Activity<FaithfulnessActivity.Input>
         public string Statistic { get; init; } = "sum";
     }
 
+    /// <summary>Circuit sizes and the statistic are checked before anything runs.</summary>
+    public sealed class Validator : AbstractValidator<Input>
+    {
+        public Validator()
+        {
+            RuleFor(i => i.Fractions).Must(f => f.Count > 0 && f.All(x => x > 0 && x <= 1))
+                .WithMessage("expected a non-empty list of edge fractions, each in (0, 1]");
+            RuleFor(i => i.TopK).Must(k => k.Count > 0 && k.All(x => x > 0))
+                .WithMessage("expected a non-empty list of circuit sizes, each ≥ 1");
+            RuleFor(i => i.Statistic).Must(s => PositionalScores.Statistics.Contains(s))
+                .WithMessage(i => $"unknown statistic \"{Pipelines.Engine.Definitions.WorkflowParser.Short(i.Statistic)}\"; expected one of: {string.Join(", ", PositionalScores.Statistics)}");
+        }
+    }
+
     protected override Task ExecuteAsync(Input input, ActivityContext context)
     {
-        if (input.Fractions.Count == 0 || input.Fractions.Any(f => f is < 0 or > 1))
-        {
-            throw new ActivityException("fractions must be between 0 and 1");
-        }
         var (model, tokenizer) = ModelArtifacts.Open(input.Model);
         using (model)
         {

@@ -10,7 +10,7 @@ public sealed class LoadModelActivity : Activity<LoadModelActivity.Input>
 {
     public sealed record Input
     {
-        [Input("The checkpoint directory (config.json with model.safetensors or a sharded index)", IsPath = true)]
+        [Input("The checkpoint directory (config.json with model.safetensors or a sharded index)", IsPath = true, PathKind = PathKind.Directory)]
         public required string Path { get; init; }
     }
 
@@ -20,6 +20,17 @@ public sealed class LoadModelActivity : Activity<LoadModelActivity.Input>
         {
             throw new ActivityException($"{input.Path}: expected a checkpoint directory, found a file");
         }
+        // Check the user's directory first, so every error names it (not the store's scratch copy).
+        try
+        {
+            using var check = Checkpoint.OpenWeightsOrThrow(input.Path);
+            HfConfig.CheckSizes(HfConfig.Read(System.IO.Path.Combine(input.Path, Checkpoint.ConfigFile)), System.IO.Path.Combine(input.Path, Checkpoint.ConfigFile));
+        }
+        catch (CheckpointException e)
+        {
+            throw new ActivityException(e.Message, e);
+        }
+        var real = Pipelines.Common.SafeFiles.Resolve(System.IO.Path.GetFullPath(input.Path)) ?? input.Path;
         var output = context.OutputDirectory("model");
         var files = ModelArtifacts.CheckpointFiles.Select(f => System.IO.Path.Combine(input.Path, f)).Where(File.Exists).ToList();
         var index = System.IO.Path.Combine(input.Path, Checkpoint.IndexFile);
@@ -31,6 +42,14 @@ public sealed class LoadModelActivity : Activity<LoadModelActivity.Input>
         foreach (var file in files.Distinct())
         {
             context.CancellationToken.ThrowIfCancellationRequested();
+            if (!Pipelines.Common.SafeFiles.IsRegularFile(file))
+            {
+                throw new ActivityException($"{input.Path}: {System.IO.Path.GetFileName(file)} is not a regular file (a FIFO, socket or device)");
+            }
+            if (Pipelines.Common.SafeFiles.Resolve(System.IO.Path.GetFullPath(file)) is not { } target || !target.StartsWith(real + "/", StringComparison.Ordinal))
+            {
+                throw new ActivityException($"{input.Path}: {System.IO.Path.GetFileName(file)} is a link out of the checkpoint directory; copy the file in instead");
+            }
             File.Copy(file, System.IO.Path.Combine(output, System.IO.Path.GetFileName(file)));
         }
         // Check it opens (config, every tensor, tokenizer) before it becomes an artifact.

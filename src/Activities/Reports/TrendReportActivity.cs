@@ -23,7 +23,7 @@ public sealed class TrendReportActivity : Activity<TrendReportActivity.Input>
 {
     public sealed record Input
     {
-        [Input("A directory of HF checkpoints (e.g. the toy trainer's step-NNNNNN folders)", IsPath = true)]
+        [Input("A directory of HF checkpoints (e.g. the toy trainer's step-NNNNNN folders)", IsPath = true, PathKind = PathKind.Directory)]
         public required string Checkpoints { get; init; }
 
         [Input("Counterfactual pairs to evaluate and attribute on", Kind = ArtifactKinds.Dataset)]

@@ -38,6 +38,8 @@ public sealed class InputAttribute(string help) : Attribute
     public string? Kind { get; init; }
     /// <summary>For string inputs: the value is a file or directory path, hashed as a source artifact.</summary>
     public bool IsPath { get; init; }
+    /// <summary>For path inputs: whether the path must name a regular file or a directory.</summary>
+    public PathKind PathKind { get; init; }
     public double Minimum { get; init; } = double.NaN;
     public double Maximum { get; init; } = double.NaN;
 }

@@ -27,7 +27,11 @@ public sealed record InputPortDescriptor(
     string Help,
     IReadOnlyList<string>? AllowedValues = null,
     double? Minimum = null,
-    double? Maximum = null);
+    double? Maximum = null,
+    PathKind PathKind = PathKind.Any);
+
+/// <summary>What a path input must name: checked at validation, before anything runs.</summary>
+public enum PathKind { Any, File, Directory }
 
 /// <summary>An output port: name, artifact kind, media type and help.</summary>
 public sealed record OutputPortDescriptor(string Name, string Kind, string MediaType, string Help, string FileName, bool IsDirectory);

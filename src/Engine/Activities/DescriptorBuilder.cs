@@ -43,7 +43,8 @@ public static class DescriptorBuilder
                 input.Help,
                 allowed,
                 double.IsNaN(input.Minimum) ? null : input.Minimum,
-                double.IsNaN(input.Maximum) ? null : input.Maximum));
+                double.IsNaN(input.Maximum) ? null : input.Maximum,
+                input.PathKind));
         }
         return new ActivityDescriptor(attr.Type, attr.Version, attr.Category, attr.Summary, inputs, outputs, attr.Resources);
     }

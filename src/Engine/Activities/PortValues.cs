@@ -57,7 +57,12 @@ public static class PortValues
             case PortValueKind.Boolean when jsonKind is JsonValueKind.True or JsonValueKind.False:
                 return null;
             case PortValueKind.Integer when jsonKind == JsonValueKind.Number:
-                var d = double.Parse(v.ToJsonString(), CultureInfo.InvariantCulture);
+                var raw = v.ToJsonString();
+                var d = double.Parse(raw, CultureInfo.InvariantCulture);
+                if (raw.IndexOfAny(['.', 'e', 'E']) >= 0)
+                {
+                    return $"expected an integer{Range(port)} written without a fraction part or exponent, got {WorkflowParser.Short(raw)}";
+                }
                 if (d != Math.Floor(d) || Math.Abs(d) > int.MaxValue)
                 {
                     return $"expected an integer{Range(port)}, got {v.ToJsonString()}";

@@ -8,6 +8,11 @@ public static class Hashing
 {
     public static string File(string path)
     {
+        if (!Common.SafeFiles.IsRegularFile(path))
+        {
+            // Reading a FIFO would block forever; a device would never end.
+            throw new IOException($"{Path.GetFileName(path)}: not a regular file (a FIFO, socket or device); expected a file");
+        }
         using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 20);
         return Convert.ToHexStringLower(SHA256.HashData(stream));
     }

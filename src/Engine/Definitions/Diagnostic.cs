@@ -24,6 +24,14 @@ public static class JsonPaths
     /// <summary>Appends a property name, quoting it when it is not a plain identifier.</summary>
     public static string Prop(string parent, string name)
     {
+        if (name.Length > 100)
+        {
+            name = name[..60] + "…"; // a path names the place; a megabyte-long key need not be repeated in full
+        }
+        if (name.Any(char.IsControl))
+        {
+            name = new string(name.Select(c => char.IsControl(c) ? '?' : c).ToArray());
+        }
         var plain = name.Length > 0 && (char.IsLetter(name[0]) || name[0] == '_' || name[0] == '$')
             && name.All(c => char.IsLetterOrDigit(c) || c is '_' or '-' or '$');
         return plain ? $"{parent}.{name}" : $"{parent}['{name.Replace("'", "\\'")}']";

@@ -19,8 +19,8 @@ public static class ParameterValues
             ParameterType.String or ParameterType.Path => v.GetValueKind() == JsonValueKind.String,
             ParameterType.Boolean => v.GetValueKind() is JsonValueKind.True or JsonValueKind.False,
             ParameterType.Number => v.GetValueKind() == JsonValueKind.Number,
-            ParameterType.Integer => v.GetValueKind() == JsonValueKind.Number && v.TryGetValue<long>(out _)
-                || (v.GetValueKind() == JsonValueKind.Number && double.TryParse(v.ToJsonString(), CultureInfo.InvariantCulture, out var d) && d == Math.Floor(d) && Math.Abs(d) < 9e15),
+            // Written as an integer: "4.0" or "4e0" would pass a numeric test but fail to bind to an integer input at run time.
+            ParameterType.Integer => v.GetValueKind() == JsonValueKind.Number && v.TryGetValue<long>(out _) && v.ToJsonString().IndexOfAny(['.', 'e', 'E']) < 0,
             _ => false,
         };
         if (ok && type == ParameterType.Path && string.IsNullOrWhiteSpace(v.GetValue<string>()))

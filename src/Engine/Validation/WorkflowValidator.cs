@@ -72,10 +72,13 @@ public sealed class WorkflowValidator : AbstractValidator<ValidationSubject>
             var activity = s.Registry.Find(step.Activity);
             if (activity is null)
             {
-                var near = s.Registry.All.Select(a => a.Descriptor.Type)
-                    .OrderBy(t => Levenshtein(t, step.Activity)).First();
+                // Suggestions only for names of a plausible length: the edit distance costs |a|·|b|, so a megabyte of
+                // name must not buy a gigabyte of table.
+                var near = step.Activity.Length <= 64
+                    ? s.Registry.All.Select(a => a.Descriptor.Type).OrderBy(t => Levenshtein(t, step.Activity)).First()
+                    : null;
                 context.Fail(JsonPaths.Prop(step.JsonPath, "activity"),
-                    $"unknown activity \"{step.Activity}\"; did you mean \"{near}\"? (`pipelines activities` lists them all)");
+                    $"unknown activity \"{WorkflowParser.Short(step.Activity)}\"; " + (near is null ? "" : $"did you mean \"{near}\"? ") + "(`pipelines activities` lists them all)");
                 continue;
             }
             var descriptor = activity.Descriptor;
@@ -88,7 +91,7 @@ public sealed class WorkflowValidator : AbstractValidator<ValidationSubject>
                 if (port is null)
                 {
                     var names = descriptor.Inputs.Count == 0 ? "it takes no inputs" : "expected one of: " + string.Join(", ", descriptor.Inputs.Select(i => i.Name));
-                    context.Fail(binding.JsonPath, $"unknown input \"{name}\" for activity {descriptor.Type}; {names}");
+                    context.Fail(binding.JsonPath, $"unknown input \"{WorkflowParser.Short(name)}\" for activity {descriptor.Type}; {names}");
                     typesOk = false;
                     continue;
                 }
@@ -150,9 +153,9 @@ public sealed class WorkflowValidator : AbstractValidator<ValidationSubject>
                 {
                     return (binding.JsonPath, problem);
                 }
-                if (port.Type.Value == PortValueKind.Path && s.Paths.Resolve(literal.Value!.GetValue<string>(), out var pathError) is null)
+                if (port.Type.Value == PortValueKind.Path && CheckPath(s.Paths, port, literal.Value!.GetValue<string>()) is { } pathError)
                 {
-                    return (binding.JsonPath, pathError!);
+                    return (binding.JsonPath, pathError);
                 }
                 literalValues[port.Name] = literal.Value;
                 return null;
@@ -175,7 +178,7 @@ public sealed class WorkflowValidator : AbstractValidator<ValidationSubject>
                 {
                     return (binding.JsonPath, $"parameter \"{definition.Name}\": {valueProblem}");
                 }
-                if (port.Type.Value == PortValueKind.Path && s.Paths.Resolve(value.GetValue<string>(), out var paramPathError) is null)
+                if (port.Type.Value == PortValueKind.Path && CheckPath(s.Paths, port, value.GetValue<string>()) is { } paramPathError)
                 {
                     return (binding.JsonPath, $"parameter \"{definition.Name}\": {paramPathError}");
                 }
@@ -207,6 +210,22 @@ public sealed class WorkflowValidator : AbstractValidator<ValidationSubject>
             default:
                 return (binding.JsonPath, "unsupported binding");
         }
+    }
+
+    /// <summary>Resolves a path input inside the roots and checks it names what the port needs (a file or a directory).</summary>
+    private static string? CheckPath(PathPolicy paths, InputPortDescriptor port, string raw)
+    {
+        if (paths.Resolve(raw, out var error) is not { } full)
+        {
+            return error;
+        }
+        var shown = WorkflowParser.Short(raw);
+        return port.PathKind switch
+        {
+            PathKind.File when !Common.SafeFiles.IsRegularFile(full) => $"expected a file, but \"{shown}\" is a directory",
+            PathKind.Directory when !Common.SafeFiles.IsDirectory(full) => $"expected a directory, but \"{shown}\" is a file",
+            _ => null,
+        };
     }
 
     private static (string Path, string Message)? CheckReference(
@@ -309,15 +328,25 @@ public sealed class WorkflowValidator : AbstractValidator<ValidationSubject>
         _ => [],
     });
 
+    /// <summary>Edit distance in two rows of memory.</summary>
     private static int Levenshtein(string a, string b)
     {
-        var d = new int[a.Length + 1, b.Length + 1];
-        for (var i = 0; i <= a.Length; i++) d[i, 0] = i;
-        for (var j = 0; j <= b.Length; j++) d[0, j] = j;
+        var previous = new int[b.Length + 1];
+        var current = new int[b.Length + 1];
+        for (var j = 0; j <= b.Length; j++)
+        {
+            previous[j] = j;
+        }
         for (var i = 1; i <= a.Length; i++)
-        for (var j = 1; j <= b.Length; j++)
-            d[i, j] = Math.Min(Math.Min(d[i - 1, j] + 1, d[i, j - 1] + 1), d[i - 1, j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1));
-        return d[a.Length, b.Length];
+        {
+            current[0] = i;
+            for (var j = 1; j <= b.Length; j++)
+            {
+                current[j] = Math.Min(Math.Min(previous[j] + 1, current[j - 1] + 1), previous[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1));
+            }
+            (previous, current) = (current, previous);
+        }
+        return previous[b.Length];
     }
 }
 

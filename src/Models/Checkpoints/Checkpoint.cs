@@ -26,12 +26,19 @@ public static class Checkpoint
     {
         TorchRuntime.EnsureLoaded();
         options ??= new LoadOptions();
+        if (!Pipelines.Common.SafeFiles.IsDirectory(directory))
+        {
+            throw new CheckpointException(File.Exists(directory) || Pipelines.Common.SafeFiles.IsSpecial(directory)
+                ? $"{directory}: is a file; expected a HF checkpoint directory (config.json + model.safetensors)"
+                : $"{directory}: no such directory");
+        }
         var configPath = Path.Combine(directory, ConfigFile);
         if (!File.Exists(configPath))
         {
             throw new CheckpointException($"{directory}: no {ConfigFile}; expected a HF checkpoint directory (config.json + model.safetensors)");
         }
         var config = HfConfig.Read(configPath);
+        HfConfig.CheckSizes(config, configPath);
         using var files = OpenWeights(directory);
         var model = new HookedTransformer(config); // outside the scope: its parameters outlive this call
         using var scope = NewDisposeScope();

@@ -11,13 +11,21 @@ public static class HfConfig
     public static TransformerConfig Read(string path)
     {
         JsonObject json;
+        if (!Pipelines.Common.SafeFiles.IsRegularFile(path))
+        {
+            throw new CheckpointException($"{path}: not a regular file; expected a JSON config");
+        }
+        if (new FileInfo(path).Length > MaxConfigBytes)
+        {
+            throw new CheckpointException($"{path}: {new FileInfo(path).Length:N0} bytes; a config is at most {MaxConfigBytes:N0}");
+        }
         try
         {
-            json = JsonNode.Parse(File.ReadAllText(path))?.AsObject() ?? throw new CheckpointException($"{path}: empty");
+            json = JsonNode.Parse(File.ReadAllText(path), documentOptions: new System.Text.Json.JsonDocumentOptions { MaxDepth = 16 })?.AsObject() ?? throw new CheckpointException($"{path}: empty");
         }
-        catch (Exception e) when (e is System.Text.Json.JsonException or IOException or InvalidOperationException)
+        catch (Exception e) when (e is System.Text.Json.JsonException or IOException or InvalidOperationException or ArgumentException)
         {
-            throw new CheckpointException($"{path}: not a readable JSON config ({e.Message})", e);
+            throw new CheckpointException($"{path}: not a readable JSON config ({e.Message.Split(" LineNumber:")[0].Split(" Path:")[0].TrimEnd('.')})", e);
         }
         var type = json["model_type"]?.GetValue<string>()
             ?? throw new CheckpointException($"{path}: no \"model_type\"; expected one of: {string.Join(", ", Supported)}");
@@ -36,7 +44,37 @@ public static class HfConfig
         {
             throw new CheckpointException($"{path}: a required field is missing or of the wrong type for model_type \"{type}\" ({e.Message})", e);
         }
+        catch (Exception e) when (e is DivideByZeroException or OverflowException or ArgumentException)
+        {
+            throw new CheckpointException($"{path}: the sizes do not fit together (a zero or out-of-range head count or width)", e);
+        }
     }
+
+    /// <summary>A config.json is a few kilobytes; more than this is not a config.</summary>
+    public const long MaxConfigBytes = 4L << 20;
+
+    /// <summary>
+    /// Checks a config before anything is allocated: positive sizes that divide as they must, and parameters that fit
+    /// in <paramref name="maxBytes"/> (default: this machine's available memory, or PIPELINES_MAX_MODEL_BYTES).
+    /// </summary>
+    public static void CheckSizes(TransformerConfig config, string path, long? maxBytes = null)
+    {
+        if (config.Problems() is [var first, ..])
+        {
+            throw new CheckpointException($"{path}: {first}");
+        }
+        var limit = maxBytes ?? MaxModelBytes();
+        var bytes = config.EstimatedBytes();
+        if (bytes is null || bytes > limit)
+        {
+            throw new CheckpointException($"{path}: the config describes {(bytes is null ? "more parameters than can be counted" : $"{bytes.Value / 1e9:F1} GB of parameters (f32)")}, " +
+                $"more than the {limit / 1e9:F1} GB allowed (PIPELINES_MAX_MODEL_BYTES, default: available memory)");
+        }
+    }
+
+    private static long MaxModelBytes() =>
+        long.TryParse(Environment.GetEnvironmentVariable("PIPELINES_MAX_MODEL_BYTES"), out var b) && b > 0 ? b
+            : Math.Max(1L << 30, GC.GetGCMemoryInfo().TotalAvailableMemoryBytes);
 
     private static int Int(JsonObject j, string name) => j[name]?.GetValue<int>() ?? throw new CheckpointException($"config.json: missing \"{name}\"");
 

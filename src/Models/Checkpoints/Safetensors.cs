@@ -41,8 +41,20 @@ public sealed class SafetensorsFile : IDisposable
     public IReadOnlyDictionary<string, SafetensorsEntry> Entries { get; }
     public JsonObject? Metadata { get; }
 
+    /// <summary>
+    /// The largest header accepted (16 MiB): a real checkpoint's header takes about 150 bytes a tensor, so this is
+    /// room for 100,000 tensors, while a hostile header cannot make the parser hold gigabytes.
+    /// </summary>
+    public const long MaxHeaderBytes = 16L << 20;
+
     public static SafetensorsFile Open(string path)
     {
+        if (!Pipelines.Common.SafeFiles.IsRegularFile(path))
+        {
+            throw new CheckpointException(File.Exists(path) || Directory.Exists(path) || Pipelines.Common.SafeFiles.IsSpecial(path)
+                ? $"{path}: not a regular file (a directory, FIFO, socket or device); expected a safetensors file"
+                : $"{path}: no such file");
+        }
         FileStream stream;
         try
         {
@@ -50,7 +62,7 @@ public sealed class SafetensorsFile : IDisposable
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
-            throw new CheckpointException($"{path}: cannot open: {e.Message}", e);
+            throw new CheckpointException($"{path}: cannot open ({e.GetType().Name.Replace("Exception", "")})", e);
         }
         try
         {
@@ -62,57 +74,18 @@ public sealed class SafetensorsFile : IDisposable
             Span<byte> head = stackalloc byte[8];
             stream.ReadExactly(head);
             var headerLength = BinaryPrimitives.ReadUInt64LittleEndian(head);
-            if (headerLength == 0 || headerLength > 100_000_000 || (long)headerLength > length - 8)
+            if (headerLength == 0 || headerLength > (ulong)(length - 8))
             {
                 throw new CheckpointException($"{path}: header length {headerLength} does not fit a {length}-byte file (truncated or not safetensors)");
             }
+            if (headerLength > MaxHeaderBytes)
+            {
+                throw new CheckpointException($"{path}: the header is {headerLength:N0} bytes; at most {MaxHeaderBytes:N0} are accepted");
+            }
             var json = new byte[headerLength];
             stream.ReadExactly(json);
-            JsonObject header;
-            try
-            {
-                header = JsonNode.Parse(json)?.AsObject() ?? throw new JsonException("empty header");
-            }
-            catch (Exception e) when (e is JsonException or InvalidOperationException)
-            {
-                throw new CheckpointException($"{path}: the header is not valid JSON ({e.Message})", e);
-            }
             var dataStart = 8 + (long)headerLength;
-            var dataSize = length - dataStart;
-            var entries = new Dictionary<string, SafetensorsEntry>(StringComparer.Ordinal);
-            JsonObject? metadata = null;
-            foreach (var (name, value) in header)
-            {
-                if (name == "__metadata__")
-                {
-                    metadata = value as JsonObject;
-                    continue;
-                }
-                try
-                {
-                    var dtype = value!["dtype"]!.GetValue<string>();
-                    var shape = value["shape"]!.AsArray().Select(s => s!.GetValue<long>()).ToArray();
-                    var offsets = value["data_offsets"]!.AsArray().Select(s => s!.GetValue<long>()).ToArray();
-                    if (!DTypes.TryGetValue(dtype, out var info))
-                    {
-                        throw new CheckpointException($"{path}: tensor \"{name}\" has unsupported dtype {dtype}");
-                    }
-                    var bytes = shape.Aggregate(1L, (a, b) => a * b) * info.Size;
-                    if (offsets.Length != 2 || offsets[0] < 0 || offsets[1] < offsets[0] || offsets[1] - offsets[0] != bytes)
-                    {
-                        throw new CheckpointException($"{path}: tensor \"{name}\" ({dtype} [{string.Join(",", shape)}]) needs {bytes} bytes but its offsets say [{string.Join(",", offsets)}]");
-                    }
-                    if (offsets[1] > dataSize)
-                    {
-                        throw new CheckpointException($"{path}: tensor \"{name}\" ends at byte {offsets[1]} of the data, but the file holds only {dataSize} data bytes (truncated?)");
-                    }
-                    entries[name] = new SafetensorsEntry(name, dtype, shape, offsets[0], offsets[1]);
-                }
-                catch (Exception e) when (e is NullReferenceException or InvalidOperationException or FormatException)
-                {
-                    throw new CheckpointException($"{path}: tensor \"{name}\" has a malformed header entry", e);
-                }
-            }
+            var (entries, metadata) = ParseHeader(path, json, length - dataStart);
             return new SafetensorsFile(path, stream, dataStart, entries, metadata);
         }
         catch
@@ -120,6 +93,112 @@ public sealed class SafetensorsFile : IDisposable
             stream.Dispose();
             throw;
         }
+    }
+
+    /// <summary>
+    /// Checks every entry against the file: a known dtype, non-negative dimensions whose product (in bytes) does not
+    /// overflow and equals the entry's span, spans inside the data and not overlapping, no duplicate names.
+    /// </summary>
+    private static (Dictionary<string, SafetensorsEntry>, JsonObject?) ParseHeader(string path, byte[] json, long dataSize)
+    {
+        JsonDocument document;
+        try
+        {
+            document = JsonDocument.Parse(json, new JsonDocumentOptions { MaxDepth = 8 });
+        }
+        catch (JsonException e)
+        {
+            throw new CheckpointException($"{path}: the header is not valid JSON ({e.Message.Split(" LineNumber:")[0].TrimEnd('.')})", e);
+        }
+        using (document)
+        {
+            if (document.RootElement.ValueKind != JsonValueKind.Object)
+            {
+                throw new CheckpointException($"{path}: the header is not a JSON object");
+            }
+            var entries = new Dictionary<string, SafetensorsEntry>(StringComparer.Ordinal);
+            JsonObject? metadata = null;
+            string Shown(string name) => name.Length > 80 ? name[..80] + "…" : name;
+            foreach (var property in document.RootElement.EnumerateObject())
+            {
+                var name = property.Name;
+                if (entries.ContainsKey(name) || (name == "__metadata__" && metadata is not null))
+                {
+                    throw new CheckpointException($"{path}: the header names \"{Shown(name)}\" twice");
+                }
+                var value = property.Value;
+                if (name == "__metadata__")
+                {
+                    metadata = value.ValueKind == JsonValueKind.Object ? JsonNode.Parse(value.GetRawText()) as JsonObject : null;
+                    continue;
+                }
+                if (value.ValueKind != JsonValueKind.Object
+                    || !value.TryGetProperty("dtype", out var dtypeElement) || dtypeElement.ValueKind != JsonValueKind.String
+                    || !value.TryGetProperty("shape", out var shapeElement) || shapeElement.ValueKind != JsonValueKind.Array
+                    || !value.TryGetProperty("data_offsets", out var offsetsElement) || offsetsElement.ValueKind != JsonValueKind.Array)
+                {
+                    throw new CheckpointException($"{path}: tensor \"{Shown(name)}\" has a malformed header entry (expected dtype, shape and data_offsets)");
+                }
+                var dtype = dtypeElement.GetString()!;
+                if (!DTypes.TryGetValue(dtype, out var info))
+                {
+                    throw new CheckpointException($"{path}: tensor \"{Shown(name)}\" has unsupported dtype {(dtype.Length > 20 ? dtype[..20] + "…" : dtype)}");
+                }
+                var shape = Integers(shapeElement, 16);
+                var offsets = Integers(offsetsElement, 2);
+                if (shape is null || shape.Any(d => d < 0))
+                {
+                    throw new CheckpointException($"{path}: tensor \"{Shown(name)}\" has an invalid shape (expected at most 16 non-negative integers)");
+                }
+                long bytes;
+                try
+                {
+                    bytes = checked(shape.Aggregate(1L, (a, b) => a * b) * info.Size);
+                }
+                catch (OverflowException)
+                {
+                    throw new CheckpointException($"{path}: tensor \"{Shown(name)}\" has shape [{string.Join(",", shape)}], too large to exist");
+                }
+                if (offsets is null || offsets.Length != 2 || offsets[0] < 0 || offsets[1] < offsets[0] || offsets[1] - offsets[0] != bytes)
+                {
+                    throw new CheckpointException($"{path}: tensor \"{Shown(name)}\" ({dtype} [{string.Join(",", shape)}]) needs {bytes} bytes but its offsets say [{(offsets is null ? "?" : string.Join(",", offsets))}]");
+                }
+                if (offsets[1] > dataSize)
+                {
+                    throw new CheckpointException($"{path}: tensor \"{Shown(name)}\" ends at byte {offsets[1]} of the data, but the file holds only {dataSize} data bytes (truncated?)");
+                }
+                entries[name] = new SafetensorsEntry(name, dtype, shape, offsets[0], offsets[1]);
+            }
+            SafetensorsEntry? previous = null;
+            foreach (var entry in entries.Values.Where(e => e.End > e.Begin).OrderBy(e => e.Begin))
+            {
+                if (previous is not null && entry.Begin < previous.End)
+                {
+                    throw new CheckpointException($"{path}: tensors \"{Shown(previous.Name)}\" and \"{Shown(entry.Name)}\" overlap in the data (offsets {previous.Begin}–{previous.End} and {entry.Begin}–{entry.End})");
+                }
+                previous = entry;
+            }
+            return (entries, metadata);
+        }
+    }
+
+    /// <summary>An array of at most <paramref name="max"/> 64-bit integers, or null.</summary>
+    private static long[]? Integers(JsonElement array, int max)
+    {
+        if (array.GetArrayLength() > max)
+        {
+            return null;
+        }
+        var values = new long[array.GetArrayLength()];
+        var i = 0;
+        foreach (var item in array.EnumerateArray())
+        {
+            if (item.ValueKind != JsonValueKind.Number || !item.TryGetInt64(out values[i++]))
+            {
+                return null;
+            }
+        }
+        return values;
     }
 
     /// <summary>Reads one tensor (CPU, its stored dtype), bit-exact.</summary>

@@ -66,6 +66,14 @@ public static class TokenizerLoader
     /// <summary>The tokenizer of a checkpoint directory, or null when it has none.</summary>
     public static ITextTokenizer? FromDirectory(string directory, int? bos = null, int? eos = null, int? pad = null)
     {
+        foreach (var name in new[] { "tokenizer.json", "tokenizer.model" })
+        {
+            var file = Path.Combine(directory, name);
+            if (File.Exists(file) && !Pipelines.Common.SafeFiles.IsRegularFile(file))
+            {
+                throw new CheckpointException($"{file}: not a regular file (a FIFO, socket or device)");
+            }
+        }
         var json = Path.Combine(directory, "tokenizer.json");
         if (File.Exists(json))
         {

@@ -54,7 +54,13 @@ public sealed record TransformerConfig
         var p = new List<string>();
         if (DModel <= 0 || NLayers <= 0 || NHeads <= 0 || DMlp <= 0 || DVocab <= 0)
         {
-            p.Add("d_model, n_layers, n_heads, d_mlp and d_vocab must be positive");
+            p.Add($"d_model ({DModel}), n_layers ({NLayers}), n_heads ({NHeads}), d_mlp ({DMlp}) and d_vocab ({DVocab}) must be positive");
+            return p; // the checks below divide by these
+        }
+        if (NCtx <= 0 || NKvHeads < 0 || DHead < 0 || RotaryDim < 0)
+        {
+            p.Add($"n_ctx ({NCtx}) must be positive, and n_kv_heads, d_head and rotary_dim not negative");
+            return p;
         }
         if (DHead <= 0 && DModel % Math.Max(1, NHeads) != 0)
         {
@@ -71,8 +77,26 @@ public sealed record TransformerConfig
         return p;
     }
 
-    /// <summary>Parameter count, embeddings included.</summary>
-    public long ParameterCount()
+    /// <summary>
+    /// The bytes the parameters need at 4 bytes each, or null when the sizes overflow a 64-bit count: checked before a
+    /// model is allocated, so a config that promises a billion layers fails in one line instead of exhausting memory.
+    /// </summary>
+    public long? EstimatedBytes()
+    {
+        try
+        {
+            return checked(ParameterCount() * 4);
+        }
+        catch (OverflowException)
+        {
+            return null;
+        }
+    }
+
+    /// <summary>Parameter count, embeddings included (checked arithmetic: throws on overflow).</summary>
+    public long ParameterCount() => checked(ParameterCountCore());
+
+    private long ParameterCountCore()
     {
         long d = DModel, h = HeadDim, perLayer = 0;
         perLayer += d * h * NHeads * 2 + d * h * KvHeads * 2; // Q, O, K, V
