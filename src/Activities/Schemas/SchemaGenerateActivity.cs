@@ -50,7 +50,7 @@ public sealed class SchemaGenerateActivity : Activity<SchemaGenerateActivity.Inp
         [Input("llm: the endpoint's model name (default: $PIPELINES_LLM_MODEL)")]
         public string LlmModel { get; init; } = "";
 
-        [Input("llm: the environment variable holding the endpoint's API key")]
+        [Input("llm: the environment variable holding the endpoint's API key (one of the allowed names: OPENAI_API_KEY, ANTHROPIC_API_KEY, PIPELINES_LLM_API_KEY, or those in PIPELINES_SECRET_VARIABLES)")]
         public string ApiKeyVariable { get; init; } = "OPENAI_API_KEY";
 
         [Input("llm: a local instruction-tuned checkpoint to use instead of an endpoint", Kind = ArtifactKinds.Model)]
@@ -87,6 +87,8 @@ public sealed class SchemaGenerateActivity : Activity<SchemaGenerateActivity.Inp
             RuleFor(i => i.Pattern).NotEmpty().When(i => i.Generator == SchemaGenerator.Rules)
                 .WithMessage("the rules generator needs a pattern: a regular expression with one named group per span");
             RuleFor(i => i.Pattern).Must(BeARegex).When(i => i.Pattern.Length > 0).WithMessage("not a valid regular expression");
+            RuleFor(i => i.ApiKeyVariable).Must(v => RemoteEndpoints.CheckKeyVariable(v) is null).WithMessage(i => RemoteEndpoints.CheckKeyVariable(i.ApiKeyVariable)!);
+            RuleFor(i => i.Endpoint).Must(e => RemoteEndpoints.CheckEndpoint(e) is null).WithMessage(i => RemoteEndpoints.CheckEndpoint(i.Endpoint)!);
         }
 
         private static bool BeARegex(string pattern)
@@ -179,12 +181,15 @@ public sealed class SchemaGenerateActivity : Activity<SchemaGenerateActivity.Inp
             return (new LocalChatClient(model, tokenizer, ChatTemplates.ForArchitecture(model.Config.Architecture), assistant.Digest[..12], input.MaxTokens), model);
         }
         var endpoint = input.Endpoint.Length > 0 ? input.Endpoint : Environment.GetEnvironmentVariable("PIPELINES_LLM_ENDPOINT") ?? "";
-        if (!Uri.TryCreate(endpoint, UriKind.Absolute, out var uri) || (uri.Scheme != "http" && uri.Scheme != "https"))
+        if (endpoint.Length == 0)
         {
-            throw new ActivityException(endpoint.Length == 0
-                ? "the llm generator needs an endpoint (inputs.endpoint or $PIPELINES_LLM_ENDPOINT: an OpenAI-compatible base URL) or a local assistant model (inputs.assistant)"
-                : $"inputs.endpoint: \"{endpoint}\" is not an http(s) URL");
+            throw new ActivityException("the llm generator needs an endpoint (inputs.endpoint or $PIPELINES_LLM_ENDPOINT: an OpenAI-compatible base URL) or a local assistant model (inputs.assistant)");
         }
+        if ((RemoteEndpoints.CheckEndpoint(endpoint) ?? RemoteEndpoints.CheckKeyVariable(input.ApiKeyVariable)) is { } refused)
+        {
+            throw new ActivityException($"inputs.endpoint: {refused}"); // checked again here: the default endpoint comes from the environment
+        }
+        var uri = new Uri(endpoint);
         var model2 = input.LlmModel.Length > 0 ? input.LlmModel : Environment.GetEnvironmentVariable("PIPELINES_LLM_MODEL") ?? "gpt-4o";
         var http = new HttpClient { Timeout = TimeSpan.FromMinutes(5) };
         return (new OpenAiChatClient(http, uri, model2, Environment.GetEnvironmentVariable(input.ApiKeyVariable), input.MaxTokens), http);

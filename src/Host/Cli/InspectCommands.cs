@@ -20,7 +20,7 @@ public static class InspectCommands
         var list = new Command("list", "List every activity");
         var json = new Option<bool>("--json") { Description = "Print the descriptors as JSON" };
         list.Options.Add(json);
-        list.SetAction((p, ct) => g.Execute(p, services =>
+        Func<ParseResult, CancellationToken, Task<int>> listAction = (p, ct) => g.Execute(p, services =>
         {
             if (p.GetValue(json))
             {
@@ -34,7 +34,8 @@ public static class InspectCommands
             }
             AnsiConsole.Write(table);
             return Task.FromResult(ExitCodes.Ok);
-        }));
+        });
+        list.SetAction(listAction);
 
         var type = new Argument<string>("type") { Description = "The activity type, e.g. data.sample" };
         var describe = new Command("describe", "Show an activity's inputs and outputs") { type };
@@ -63,7 +64,10 @@ public static class InspectCommands
             AnsiConsole.Write(outputs);
             return Task.FromResult(ExitCodes.Ok);
         }));
-        return new Command("activities", "List and describe the activities a workflow can use") { list, describe };
+        // `pipelines activities` alone lists them, as the error messages that point here promise.
+        var activities = new Command("activities", "List (the default) and describe the activities a workflow can use") { list, describe, json };
+        activities.SetAction(listAction);
+        return activities;
     }
 
     public static Command Schema(GlobalOptions g)

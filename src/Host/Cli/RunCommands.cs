@@ -16,7 +16,7 @@ public static class RunCommands
     {
         var workflow = new Argument<string>("workflow") { Description = "The workflow JSON file" };
         var set = SetOption();
-        var parallel = new Option<int>("--parallel") { Description = "How many independent steps may run at once", DefaultValueFactory = _ => Math.Max(1, Environment.ProcessorCount) };
+        var parallel = ParallelOption();
         var noCache = new Option<bool>("--no-cache") { Description = "Recompute every step (results still enter the store)" };
         var allowRoot = AllowRootOption();
         var command = new Command("run", "Run a workflow: cached steps are reused, the rest computed") { workflow, set, parallel, noCache, allowRoot };
@@ -35,7 +35,7 @@ public static class RunCommands
                 Overrides = prepared.Overrides!,
                 BaseDirectory = prepared.Policy!.BaseDirectory,
                 AllowedRoots = prepared.Policy.Roots,
-                MaxParallel = Math.Max(1, p.GetValue(parallel)),
+                MaxParallel = p.GetValue(parallel),
                 UseCache = !p.GetValue(noCache),
             };
             return await Execute(services, prepared.Plan!, options, p.GetValue(g.Verbose), ct);
@@ -66,7 +66,7 @@ public static class RunCommands
     public static Command Resume(GlobalOptions g)
     {
         var runId = new Argument<string>("run") { Description = "The run to resume (see `pipelines runs list`)" };
-        var parallel = new Option<int>("--parallel") { Description = "How many independent steps may run at once", DefaultValueFactory = _ => Math.Max(1, Environment.ProcessorCount) };
+        var parallel = ParallelOption();
         var command = new Command("resume", "Finish an interrupted or failed run under its own id, reusing every step that finished") { runId, parallel };
         command.SetAction((p, ct) => g.Execute(p, async services =>
         {
@@ -84,7 +84,7 @@ public static class RunCommands
             {
                 return error;
             }
-            var options = Options(run) with { RunId = run.Id, Kind = RunKind.Resume, MaxParallel = Math.Max(1, p.GetValue(parallel)) };
+            var options = Options(run) with { RunId = run.Id, Kind = RunKind.Resume, MaxParallel = p.GetValue(parallel) };
             return await Execute(services, plan, options, p.GetValue(g.Verbose), ct);
         }));
         return command;
@@ -246,4 +246,18 @@ public static class RunCommands
         Description = "Also allow paths under this directory (repeatable); the working and workflow directories always are",
         Arity = ArgumentArity.ZeroOrMore,
     };
+
+    /// <summary>--parallel N: at least 1 (0 or a negative number is refused by the parser with one line).</summary>
+    private static Option<int> ParallelOption()
+    {
+        var option = new Option<int>("--parallel") { Description = "How many independent steps may run at once (≥ 1)", DefaultValueFactory = _ => Math.Max(1, Environment.ProcessorCount) };
+        option.Validators.Add(r =>
+        {
+            if (r.GetValueOrDefault<int>() < 1)
+            {
+                r.AddError("--parallel: expected an integer ≥ 1");
+            }
+        });
+        return option;
+    }
 }

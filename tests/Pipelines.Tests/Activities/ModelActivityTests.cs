@@ -52,6 +52,7 @@ public sealed class ModelActivityTests : IDisposable
         Assert.Equal(0, again.Computed);
         var longer = await _ws.RunAsync(Workflow, new Dictionary<string, string> { ["steps"] = "130" });
         var status = longer.Steps.ToDictionary(s => s.StepId, s => s.Status);
+        Assert.True(longer.Status == RunStatus.Succeeded, string.Join("; ", longer.Steps.Select(s => $"{s.StepId} {s.Status} {s.Error}")));
         Assert.Equal(StepStatus.Computed, status["train"]);
         Assert.Equal(StepStatus.Computed, status["evaluate"]);
         Assert.Equal(StepStatus.Cached, status["pairs"]);

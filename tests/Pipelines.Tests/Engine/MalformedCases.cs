@@ -78,5 +78,30 @@ public static class MalformedCases
               { "id": "report", "activity": "report.json", "inputs": { "datasets": [ { "from": "load.dataset" }, "x" ] } } ] }
             """, [], "$.steps[1].inputs.datasets", "not both"),
         ("enum-like value out of range (boolean expected)", Base.Replace("\"count\": 5", "\"count\": 5, \"replace\": \"yes\""), [], "$.steps[1].inputs.replace", "expected true or false"),
+        ("duplicate property inside a step", Base.Replace("\"id\": \"load\",", "\"id\": \"load\", \"id\": \"other\","), [], "$.steps[0].id", "duplicate property"),
+        ("duplicate property inside a parameter", Base.Replace("\"type\": \"integer\",", "\"type\": \"integer\", \"type\": \"string\","), [], "$.parameters.seed.type", "duplicate property"),
+        ("step id with a trailing newline", Base.Replace("\"id\": \"sample\"", "\"id\": \"sample\\n\""), [], "$.steps[1].id", "invalid step id"),
+        ("lone surrogate in a string", Base.Replace("\"name\": \"base\"", "\"name\": \"base\\ud800\""), [], "$.name", "unpaired surrogate"),
+        ("integer written with a fraction part", Base.Replace("\"count\": 5", "\"count\": 4.0"), [], "$.steps[1].inputs.count", "without a fraction part"),
+        ("integer parameter default written as 4.0", Base.Replace("\"default\": 0", "\"default\": 4.0"), [], "$.parameters.seed.default", "expected an integer"),
+        ("invalid cron schedule", Base.Replace("\"steps\": [", "\"triggers\": [ { \"id\": \"t\", \"watch\": \".\", \"parameter\": \"data\", \"schedule\": \"99 * * * *\" } ], \"steps\": ["), [], "$.triggers[0].schedule", "invalid cron expression"),
+        ("a directory where a file belongs", Base.Replace("\"default\": \"data.jsonl\"", "\"default\": \".\""), [], "$.steps[0].inputs.path", "expected a file, but \".\" is a directory"),
+        ("a file where a checkpoint directory belongs", """
+            { "name": "x", "steps": [ { "id": "load", "activity": "model.load", "inputs": { "path": "data.jsonl" } } ] }
+            """, [], "$.steps[0].inputs.path", "expected a directory, but \"data.jsonl\" is a file"),
+        ("faithfulness fraction outside (0, 1]", CircuitSteps("\"fractions\": [0, 0.5]"), [], "$.steps[3].inputs.fractions", "each in (0, 1]"),
+        ("faithfulness statistic unknown", CircuitSteps("\"statistic\": \"median\""), [], "$.steps[3].inputs.statistic", "unknown statistic \"median\""),
+        ("prune topK of zero", CircuitSteps("", "\"topK\": 0"), [], "$.steps[4].inputs.topK", "expected an integer ≥ 1"),
+        ("prune statistic unknown", CircuitSteps("", "\"statistic\": \"mean\""), [], "$.steps[4].inputs.statistic", "unknown statistic \"mean\""),
     ];
+
+    /// <summary>train → pairs → attribute → faithfulness → prune, with extra inputs for the last two.</summary>
+    private static string CircuitSteps(string faithfulness, string prune = "") => $$"""
+        { "name": "x", "steps": [
+          { "id": "train", "activity": "model.train-toy", "inputs": { "steps": 1 } },
+          { "id": "pairs", "activity": "data.toy-task", "inputs": { "count": 4 } },
+          { "id": "attribute", "activity": "circuits.attribute", "inputs": { "model": { "from": "train.model" }, "dataset": { "from": "pairs.dataset" } } },
+          { "id": "faithfulness", "activity": "circuits.faithfulness", "inputs": { "model": { "from": "train.model" }, "dataset": { "from": "pairs.dataset" }, "scores": { "from": "attribute.scores" }{{(faithfulness.Length > 0 ? ", " + faithfulness : "")}} } },
+          { "id": "prune", "activity": "circuits.prune", "inputs": { "scores": { "from": "attribute.scores" }{{(prune.Length > 0 ? ", " + prune : "")}} } } ] }
+        """;
 }

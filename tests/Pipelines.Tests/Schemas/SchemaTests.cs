@@ -270,6 +270,7 @@ public sealed class SchemaTests : IDisposable
         using var llm = new ScriptedLlm();
         var keyVariable = "PIPELINES_TEST_LLM_KEY_" + Guid.NewGuid().ToString("N")[..8];
         Environment.SetEnvironmentVariable(keyVariable, "sk-test");
+        Environment.SetEnvironmentVariable("PIPELINES_SECRET_VARIABLES", keyVariable); // an administrator's allow-list
         var (rows, report, schema) = await RunSchema($$"""
             "generator": "llm", "endpoint": "{{llm.Url}}", "llmModel": "scripted", "apiKeyVariable": "{{keyVariable}}"
             """);
@@ -288,6 +289,44 @@ public sealed class SchemaTests : IDisposable
             "generator": "rules", "schema": {{IoiSchema}}, "pattern": {{System.Text.Json.JsonSerializer.Serialize(IoiPattern)}}
             """);
         Assert.Equal(ruled.Select(r => r["spans"]!.ToJsonString()), rows.Select(r => r["spans"]!.ToJsonString()));
+    }
+
+    [Fact]
+    public void AKeyVariableOffTheAllowListIsRefusedBeforeAnythingIsSent()
+    {
+        using var llm = new ScriptedLlm();
+        Environment.SetEnvironmentVariable("PIPELINES_TEST_SECRET", "do-not-send");
+        var e = Assert.Throws<Pipelines.Engine.Definitions.WorkflowInvalidException>(() => _ws.Compile(Workflow($$"""
+            "generator": "llm", "endpoint": "{{llm.Url}}", "apiKeyVariable": "PIPELINES_TEST_SECRET"
+            """)));
+        var d = Assert.Single(e.Diagnostics);
+        Assert.EndsWith(".inputs.apiKeyVariable", d.JsonPath);
+        Assert.Contains("not on the allow-list", d.Message);
+        Assert.DoesNotContain("do-not-send", d.Message);
+        Assert.Empty(llm.Requests);
+        var database = Assert.Throws<Pipelines.Engine.Definitions.WorkflowInvalidException>(() => _ws.Compile(Workflow($$"""
+            "generator": "llm", "endpoint": "{{llm.Url}}", "apiKeyVariable": "PIPELINES_DATABASE"
+            """)));
+        Assert.Contains("not on the allow-list", Assert.Single(database.Diagnostics).Message);
+    }
+
+    [Fact]
+    public void EndpointsCanBeRestrictedAndCarryNoCredentials()
+    {
+        Assert.Null(Pipelines.Activities.RemoteEndpoints.CheckEndpoint("http://127.0.0.1:8000/v1"));
+        Assert.Contains("without credentials", Pipelines.Activities.RemoteEndpoints.CheckEndpoint("http://user:pw@127.0.0.1:8000/v1"));
+        Assert.Contains("not an http(s) URL", Pipelines.Activities.RemoteEndpoints.CheckEndpoint("file:///etc/passwd"));
+        var before = Environment.GetEnvironmentVariable("PIPELINES_LLM_ENDPOINTS");
+        try
+        {
+            Environment.SetEnvironmentVariable("PIPELINES_LLM_ENDPOINTS", "http://127.0.0.1:8000/");
+            Assert.Null(Pipelines.Activities.RemoteEndpoints.CheckEndpoint("http://127.0.0.1:8000/v1"));
+            Assert.Contains("not one this installation allows", Pipelines.Activities.RemoteEndpoints.CheckEndpoint("https://evil.example/v1"));
+        }
+        finally
+        {
+            Environment.SetEnvironmentVariable("PIPELINES_LLM_ENDPOINTS", before);
+        }
     }
 
     [Fact]
