@@ -43,17 +43,53 @@ public sealed class Cli : IDisposable
         return psi;
     }
 
+    /// <summary>
+    /// Runs the program to the end. It is stopped only when it prints nothing for 180 s (scaled by the machine's load,
+    /// <see cref="TestTime"/>) or runs past 20 scaled minutes: a slow run that makes progress is never cut off.
+    /// </summary>
     public Result Run(params string[] args)
     {
         using var p = Process.Start(StartInfo(args))!;
-        var stdout = p.StandardOutput.ReadToEndAsync();
-        var stderr = p.StandardError.ReadToEndAsync();
-        if (!p.WaitForExit(180_000))
+        var stdout = new StringBuilder();
+        var stderr = new StringBuilder();
+        var last = Stopwatch.StartNew();
+        void Collect(StringBuilder into, string? line)
         {
-            p.Kill(entireProcessTree: true);
-            throw new TimeoutException($"pipelines {string.Join(' ', args)} did not finish in 180 s");
+            if (line is null)
+            {
+                return;
+            }
+            lock (into)
+            {
+                into.AppendLine(line);
+            }
+            lock (last)
+            {
+                last.Restart();
+            }
         }
-        return new Result(p.ExitCode, stdout.Result, stderr.Result);
+        p.OutputDataReceived += (_, e) => Collect(stdout, e.Data);
+        p.ErrorDataReceived += (_, e) => Collect(stderr, e.Data);
+        p.BeginOutputReadLine();
+        p.BeginErrorReadLine();
+        var total = Stopwatch.StartNew();
+        var idleLimit = TestTime.Seconds(180);
+        var totalLimit = TestTime.Seconds(1200);
+        while (!p.WaitForExit(1000))
+        {
+            TimeSpan idle;
+            lock (last)
+            {
+                idle = last.Elapsed;
+            }
+            if (idle > idleLimit || total.Elapsed > totalLimit)
+            {
+                p.Kill(entireProcessTree: true);
+                throw new TimeoutException($"pipelines {string.Join(' ', args)} stopped: {(idle > idleLimit ? $"no output for {idle.TotalSeconds:F0} s" : $"running for {total.Elapsed.TotalSeconds:F0} s")}; output so far:\n{stdout}{stderr}");
+            }
+        }
+        p.WaitForExit(); // drains the asynchronous readers
+        return new Result(p.ExitCode, stdout.ToString(), stderr.ToString());
     }
 
     /// <summary>Starts the program and returns as soon as a line of its output satisfies <paramref name="until"/>.</summary>
@@ -81,7 +117,7 @@ public sealed class Cli : IDisposable
         p.ErrorDataReceived += OnLine;
         p.BeginOutputReadLine();
         p.BeginErrorReadLine();
-        var finished = Task.WhenAny(seen.Task, p.WaitForExitAsync(), Task.Delay(120_000)).Result;
+        var finished = Task.WhenAny(seen.Task, p.WaitForExitAsync(), Task.Delay(TestTime.Seconds(120))).Result;
         if (!seen.Task.IsCompleted)
         {
             throw new InvalidOperationException($"the awaited line never came; output:\n{output}");

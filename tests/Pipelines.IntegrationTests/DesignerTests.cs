@@ -43,7 +43,7 @@ public sealed class DesignerTests : IDisposable
         using var p = Process.Start(psi)!;
         var stdout = p.StandardOutput.ReadToEndAsync();
         var stderr = p.StandardError.ReadToEndAsync();
-        if (!p.WaitForExit(300_000))
+        if (!p.WaitForExit(TestTime.Seconds(300)))
         {
             p.Kill(entireProcessTree: true);
             return (-1, "timed out\n" + stdout.Result + stderr.Result);

@@ -102,6 +102,41 @@ public sealed class ModelCliTests : IDisposable
         Assert.True(reproduced.ExitCode == 0, reproduced.All); // training is deterministic: same model digest
     }
 
+    /// <summary>
+    /// The README's quickstart figures come from this run: the test reads them out of README.md and checks the
+    /// quickstart with its defaults reproduces each within the README's stated tolerance (accuracy ±1 point, logit
+    /// difference and m(N) ±10 %, m(∅) ±0.5, CPR and CMD ±0.1, circuit size ±5 edges), so the two cannot drift.
+    /// </summary>
+    [Fact]
+    public void TheQuickstartsHeadlineFiguresAreTheOnesTheReadmeQuotes()
+    {
+        var root = Pipelines.IntegrationTests.RepoPaths.Root();
+        var readme = File.ReadAllText(Path.Combine(root, "README.md"));
+        double Quoted(string pattern)
+        {
+            var m = System.Text.RegularExpressions.Regex.Match(readme, pattern);
+            Assert.True(m.Success, $"README.md no longer quotes /{pattern}/");
+            return double.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture);
+        }
+        Directory.CreateDirectory(Path.Combine(_cli.Root, "workflows"));
+        File.Copy(Path.Combine(root, "workflows", "quickstart.json"), Path.Combine(_cli.Root, "workflows", "quickstart.json"));
+        var result = _cli.Run("run", "workflows/quickstart.json");
+        Assert.True(result.ExitCode == 0, result.All);
+        var outputs = Path.Combine(_cli.Store, "runs", Cli.RunId(result.Stdout), "outputs");
+        var evaluate = JsonNode.Parse(File.ReadAllText(Path.Combine(outputs, "evaluate", "metrics.json")))!;
+        var faithfulness = JsonNode.Parse(File.ReadAllText(Path.Combine(outputs, "faithfulness", "faithfulness.json")))!;
+        var circuit = JsonNode.Parse(File.ReadAllText(Path.Combine(outputs, "circuit", "circuit.json")))!;
+        var edges = circuit["edges"]!.AsObject().Count(e => e.Value!["in_graph"]!.GetValue<bool>());
+        Assert.True(faithfulness["defined"]!.GetValue<bool>());
+        Assert.Equal(Quoted(@"held-out accuracy \*\*([0-9.]+) %\*\*") / 100, evaluate["accuracy"]!.GetValue<double>(), 0.01);
+        Assert.Equal(Quoted(@"logit difference \*\*([0-9.]+)\*\*"), evaluate["value"]!.GetValue<double>(), Quoted(@"logit difference \*\*([0-9.]+)\*\*") * 0.1);
+        Assert.Equal(Quoted(@"m\(N\) = \*\*([0-9.]+)\*\*"), faithfulness["mFull"]!.GetValue<double>(), Quoted(@"m\(N\) = \*\*([0-9.]+)\*\*") * 0.1);
+        Assert.Equal(Quoted(@"m\(∅\) = \*\*([0-9.]+)\*\*"), faithfulness["mEmpty"]!.GetValue<double>(), 0.5);
+        Assert.Equal(Quoted(@"CPR = \*\*([0-9.]+)\*\*"), faithfulness["cpr"]!.GetValue<double>(), 0.1);
+        Assert.Equal(Quoted(@"CMD = \*\*([0-9.]+)\*\*"), faithfulness["cmd"]!.GetValue<double>(), 0.1);
+        Assert.Equal(Quoted(@"keeps \*\*([0-9]+)\*\* edges"), edges, 5.0);
+    }
+
     [Fact]
     public void ThePeapWorkflowFindsPositionalCircuitsOnSchemaSpans()
     {

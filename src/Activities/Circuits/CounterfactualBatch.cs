@@ -66,6 +66,7 @@ public sealed class CounterfactualBatch : IDisposable
         var prefix = config.DefaultPrependBos && tokenizer.BosId is { } bos ? new List<int> { bos } : [];
         int Token(string word, int row) => Models.VocabularyCheck.AnswerToken(tokenizer, word, $"dataset, row {row + 1}");
         var texts = new List<string>();
+        var seen = new List<IReadOnlyList<int>>(); // every prompt read, kept or dropped: the unknown-token share is over all of them
         var identical = 0;
         for (var i = 0; i < rows.Count && (limit <= 0 || cleanIds.Count < limit); i++)
         {
@@ -74,6 +75,10 @@ public sealed class CounterfactualBatch : IDisposable
                 : throw new ActivityException($"dataset, row {i + 1}: expected a string field \"{name}\"");
             var c = prefix.Concat(tokenizer.Encode(Field("clean"))).ToList();
             var k = prefix.Concat(tokenizer.Encode(Field("corrupted"))).ToList();
+            seen.Add(c);
+            seen.Add(k);
+            texts.Add(Field("clean"));
+            texts.Add(Field("corrupted"));
             if (c.Count != k.Count)
             {
                 dropped++;
@@ -84,8 +89,6 @@ public sealed class CounterfactualBatch : IDisposable
                 identical++; // clean and corrupted read the same to this tokenizer: the pair carries no signal
                 continue;
             }
-            texts.Add(Field("clean"));
-            texts.Add(Field("corrupted"));
             if (Pipelines.Activities.Schemas.SpanApplication.ReadFrom(row, $"dataset, row {i + 1}") is { } app)
             {
                 var rowTitles = Pipelines.Activities.Schemas.SpanApplication.Titles(row);
@@ -124,7 +127,7 @@ public sealed class CounterfactualBatch : IDisposable
                 incorrect.Add(Token(Field("incorrect"), i));
             }
         }
-        Models.VocabularyCheck.Check(tokenizer, cleanIds.Concat(corruptIds).Select(r => (IReadOnlyList<int>)r).ToList(), texts, "dataset");
+        Models.VocabularyCheck.Check(tokenizer, seen, texts, "dataset");
         if (cleanIds.Count == 0)
         {
             throw new ActivityException($"no usable pairs: {dropped} dropped because clean and corrupted prompts tokenize to different lengths, " +

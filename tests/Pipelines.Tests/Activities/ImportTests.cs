@@ -11,7 +11,7 @@ public sealed class ImportTests : IDisposable
     private static string SharedData(string file)
     {
         var root = Pipelines.Tests.Engine.SchemaTests.RepoRoot();
-        return Path.GetFullPath(Path.Combine(root, "..", "shared", "data", file));
+        return Path.GetFullPath(Path.Combine(root, "datasets", file));
     }
 
     private async Task<List<JsonObject>> Import(string path)
