@@ -3,7 +3,11 @@
 // (public) and Pipelines.Models (internal, with PIPELINES_RUNTIME), which must not depend on each other.
 using System.Runtime.InteropServices;
 
+#if PIPELINES_RUNTIME
+namespace Pipelines.Models.Common; // a distinct name: tools that index both assemblies' docs must not see one type twice
+#else
 namespace Pipelines.Common;
+#endif
 
 /// <summary>Checks that a path is a regular file (or directory) before anything opens it.</summary>
 #if PIPELINES_RUNTIME

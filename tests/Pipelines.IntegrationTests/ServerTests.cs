@@ -185,6 +185,59 @@ public sealed class ServerTests : IDisposable
     }
 
     [Fact]
+    public async Task HostileRequestsAreRefusedAndBadFilesInTheWorkflowsDirectoryNeverStopTheServer()
+    {
+        // Files the server cannot schedule or read, saved before it starts: it reports them and starts anyway.
+        Directory.CreateDirectory(Path.Combine(_cli.Root, "workflows"));
+        File.WriteAllText(Path.Combine(_cli.Root, "workflows", "bad-cron.json"), """
+            { "name": "bad-cron", "parameters": { "ckpt": { "type": "path" } },
+              "triggers": [ { "id": "t", "watch": ".", "parameter": "ckpt", "schedule": "99 * * * *" } ],
+              "steps": [ { "id": "p", "activity": "data.toy-task", "inputs": { "count": 2 } } ] }
+            """);
+        File.WriteAllBytes(Path.Combine(_cli.Root, "workflows", "bad-bytes.json"), [0x7B, 0xC3, 0x28, 0x7D]);
+        File.WriteAllText(Path.Combine(_cli.Root, "workflows", "surrogate.json"), "{ \"name\": \"s\", \"description\": \"\\ud800\", \"steps\": [] }");
+        Serve();
+        var list = await Json(HttpMethod.Get, "/api/workflows");
+        Assert.Equal(3, list.AsArray().Count);
+
+        // validate: JSON only (a cross-origin form or text/plain post is refused), unauthenticated but bounded.
+        using (var plain = new HttpRequestMessage(HttpMethod.Post, Url + "/api/workflows/validate") { Content = new StringContent("{}", Encoding.UTF8, "text/plain") })
+        {
+            Assert.Equal(HttpStatusCode.UnsupportedMediaType, (await _http.SendAsync(plain)).StatusCode);
+        }
+        var chain = new StringBuilder("{ \"name\": \"c\", \"steps\": [");
+        for (var i = 0; i < 60_000; i++)
+        {
+            chain.Append(i == 0 ? "" : ",").Append($"{{ \"id\": \"s{i}\", \"activity\": \"data.sample\", \"inputs\": {{ \"dataset\": {{ \"from\": \"s{(i + 1) % 60_000}.dataset\" }} }} }}");
+        }
+        var cycle = await Json(HttpMethod.Post, "/api/workflows/validate", chain.Append("] }").ToString());
+        Assert.False(cycle["valid"]!.GetValue<bool>());
+        Assert.Contains(cycle["diagnostics"]!.AsArray(), d => d!["message"]!.GetValue<string>().Contains("cycle between steps"));
+        Assert.Equal("ok", (await Json(HttpMethod.Get, "/api/health"))["status"]!.GetValue<string>()); // still alive
+
+        // No server path or link target in an answer.
+        File.CreateSymbolicLink(Path.Combine(_cli.Root, "hosts.jsonl"), "/etc/hosts");
+        var link = await Json(HttpMethod.Post, "/api/workflows/validate", """{ "name": "l", "steps": [ { "id": "l", "activity": "data.load-jsonl", "inputs": { "path": "hosts.jsonl" } } ] }""");
+        var message = link["diagnostics"]![0]!["message"]!.GetValue<string>();
+        Assert.Contains("outside the allowed roots", message);
+        Assert.DoesNotContain("/etc", message);
+        Assert.DoesNotContain(_cli.Root, link.ToJsonString());
+
+        // PUT never persists what the server cannot read back.
+        using (var surrogate = await _http.SendAsync(Request(HttpMethod.Put, "/api/workflows/lone", "{ \"name\": \"x\\ud800\", \"steps\": [] }")))
+        {
+            Assert.Equal(HttpStatusCode.BadRequest, surrogate.StatusCode);
+        }
+        using (var cron = await _http.SendAsync(Request(HttpMethod.Put, "/api/workflows/cron", File.ReadAllText(Path.Combine(_cli.Root, "workflows", "bad-cron.json")))))
+        {
+            Assert.Equal(HttpStatusCode.BadRequest, cron.StatusCode);
+            Assert.Contains("invalid cron expression", await cron.Content.ReadAsStringAsync());
+        }
+        Assert.False(File.Exists(Path.Combine(_cli.Root, "workflows", "lone.json")));
+        Assert.False(File.Exists(Path.Combine(_cli.Root, "workflows", "cron.json")));
+    }
+
+    [Fact]
     public async Task WithPostgresAWorkerKilledMidStepIsReplacedAndTheRunCompletesWithTheSameDigests()
     {
         using var pg = new PostgresServer();

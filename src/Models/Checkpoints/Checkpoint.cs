@@ -26,9 +26,9 @@ public static class Checkpoint
     {
         TorchRuntime.EnsureLoaded();
         options ??= new LoadOptions();
-        if (!Pipelines.Common.SafeFiles.IsDirectory(directory))
+        if (!Common.SafeFiles.IsDirectory(directory))
         {
-            throw new CheckpointException(File.Exists(directory) || Pipelines.Common.SafeFiles.IsSpecial(directory)
+            throw new CheckpointException(File.Exists(directory) || Common.SafeFiles.IsSpecial(directory)
                 ? $"{directory}: is a file; expected a HF checkpoint directory (config.json + model.safetensors)"
                 : $"{directory}: no such directory");
         }

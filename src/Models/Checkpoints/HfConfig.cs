@@ -11,7 +11,7 @@ public static class HfConfig
     public static TransformerConfig Read(string path)
     {
         JsonObject json;
-        if (!Pipelines.Common.SafeFiles.IsRegularFile(path))
+        if (!Common.SafeFiles.IsRegularFile(path))
         {
             throw new CheckpointException($"{path}: not a regular file; expected a JSON config");
         }

@@ -49,9 +49,9 @@ public sealed class SafetensorsFile : IDisposable
 
     public static SafetensorsFile Open(string path)
     {
-        if (!Pipelines.Common.SafeFiles.IsRegularFile(path))
+        if (!Common.SafeFiles.IsRegularFile(path))
         {
-            throw new CheckpointException(File.Exists(path) || Directory.Exists(path) || Pipelines.Common.SafeFiles.IsSpecial(path)
+            throw new CheckpointException(File.Exists(path) || Directory.Exists(path) || Common.SafeFiles.IsSpecial(path)
                 ? $"{path}: not a regular file (a directory, FIFO, socket or device); expected a safetensors file"
                 : $"{path}: no such file");
         }

@@ -69,7 +69,7 @@ public static class TokenizerLoader
         foreach (var name in new[] { "tokenizer.json", "tokenizer.model" })
         {
             var file = Path.Combine(directory, name);
-            if (File.Exists(file) && !Pipelines.Common.SafeFiles.IsRegularFile(file))
+            if (File.Exists(file) && !Common.SafeFiles.IsRegularFile(file))
             {
                 throw new CheckpointException($"{file}: not a regular file (a FIFO, socket or device)");
             }

@@ -39,10 +39,12 @@ public static partial class WorkflowsApi
                     string? description = null;
                     try
                     {
-                        description = JsonNode.Parse(File.ReadAllText(f))?["description"]?.GetValue<string>();
+                        description = JsonNode.Parse(WorkflowParser.ReadText(f))?["description"]?.GetValue<string>();
+                        description = description is not null && WorkflowParser.IsValidUnicode(description) ? description : null;
                     }
-                    catch (Exception e) when (e is JsonException or InvalidOperationException)
+                    catch (Exception e) when (e is JsonException or InvalidOperationException or WorkflowInvalidException or IOException)
                     {
+                        description = "(unreadable: not a valid UTF-8 JSON workflow)"; // listed, so it can be fixed or deleted
                     }
                     return new { name = Path.GetFileNameWithoutExtension(f), description, modified = File.GetLastWriteTimeUtc(f) };
                 });
