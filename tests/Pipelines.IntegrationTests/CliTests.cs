@@ -56,6 +56,12 @@ public sealed class CliTests : IDisposable
         Assert.Equal(2, _cli.Run("runs", "show", "nope").ExitCode);
         Assert.Equal(2, _cli.Run("activities", "describe", "nope").ExitCode);
         Assert.Equal(2, _cli.Run("run", "x.json", "--parallel", "many").ExitCode);
+        var zero = _cli.Run("run", "x.json", "--parallel", "0");
+        Assert.Equal(2, zero.ExitCode);
+        Assert.Contains("--parallel: expected an integer ≥ 1", zero.Stderr);
+        var list = _cli.Run("activities"); // the errors point here: it lists, it does not fail
+        Assert.Equal(0, list.ExitCode);
+        Assert.Contains("circuits.attribute", list.Stdout);
     }
 
     [Fact]

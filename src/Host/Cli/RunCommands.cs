@@ -253,7 +253,8 @@ public static class RunCommands
         var option = new Option<int>("--parallel") { Description = "How many independent steps may run at once (≥ 1)", DefaultValueFactory = _ => Math.Max(1, Environment.ProcessorCount) };
         option.Validators.Add(r =>
         {
-            if (r.GetValueOrDefault<int>() < 1)
+            // Read the token, not the value: a value that does not parse is the parser's own error, reported once.
+            if (r.Tokens is [var token, ..] && int.TryParse(token.Value, System.Globalization.CultureInfo.InvariantCulture, out var n) && n < 1)
             {
                 r.AddError("--parallel: expected an integer ≥ 1");
             }
