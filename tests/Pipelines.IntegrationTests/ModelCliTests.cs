@@ -46,6 +46,17 @@ public sealed class ModelCliTests : IDisposable
         Assert.True(generated.ExitCode == 0, generated.All);
         var year = int.Parse(generated.Stdout.Split('\n')[0].Trim().Split(' ')[^1]);
         Assert.True(year > 45, $"the toy model continued with {year}");
+
+        // The default budget fits the toy model's 32-position context; unknown words and ids are refused in one line.
+        var fits = _cli.Run("model", "generate", "--model", dir, "--prompt", "The war lasted from the year 17 45 to the year");
+        Assert.True(fits.ExitCode == 0, fits.All);
+        var unknown = _cli.Run("model", "generate", "--model", dir, "--prompt", "The battle lasted from the year 1745");
+        Assert.Equal(2, unknown.ExitCode);
+        Assert.Contains("\"battle\"", unknown.Stderr);
+        var outside = _cli.Run("model", "logits", "--model", dir, "--tokens", "1,99999", "--out", Path.Combine(_cli.Root, "o.json"));
+        Assert.Equal(2, outside.ExitCode);
+        Assert.Contains("--tokens", outside.Stderr); // the CLI checks ids against the vocabulary before the runtime would
+        Assert.DoesNotContain("frame #", outside.All);
     }
 
     [Fact]

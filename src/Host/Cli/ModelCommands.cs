@@ -159,6 +159,11 @@ public static class ModelCommands
         {
             return Task.FromResult(Output.Invalid(e.Message));
         }
+        catch (ArgumentException e)
+        {
+            // Token ids outside the vocabulary, inputs beyond the context: the runtime's one-line refusals.
+            return Task.FromResult(Output.Invalid(e.Message.Split('\n')[0]));
+        }
         catch (TorchUnavailableException e)
         {
             Output.Error.MarkupLine($"[red bold]error:[/] {Markup.Escape(e.Message)}");
