@@ -35,15 +35,15 @@ public sealed class CircuitRun(HookedTransformer model, ComputationGraph graph)
                 var first = graph.HeadInputIndex(layer, 0, qkv);
                 var prev = graph.PrevIndex(first);
                 var mask = outOf[..prev, first..(first + graph.Heads)]; // [prev, H]
-                hooks.Add(($"blocks.{layer}.hook_{qkv}_input", (x, _) => x + einsum("btfd,fh->bthd", delta[.., .., ..prev], mask)));
+                hooks.Add((HookNames.Input(layer, qkv), (x, _) => x + einsum("btfd,fh->bthd", delta[.., .., ..prev], mask)));
             }
             var mlp = graph.MlpInputIndex(layer);
             var mlpPrev = graph.PrevIndex(mlp);
             var mlpMask = outOf[..mlpPrev, mlp];
-            hooks.Add(($"blocks.{layer}.hook_mlp_in", (x, _) => x + einsum("btfd,f->btd", delta[.., .., ..mlpPrev], mlpMask)));
+            hooks.Add((HookNames.MlpIn(layer), (x, _) => x + einsum("btfd,f->btd", delta[.., .., ..mlpPrev], mlpMask)));
         }
         var logitsMask = outOf[.., graph.LogitsIndex];
-        hooks.Add(($"blocks.{graph.Layers - 1}.hook_resid_post", (x, _) => x + einsum("btfd,f->btd", delta, logitsMask)));
+        hooks.Add((HookNames.ResidPost(graph.Layers - 1), (x, _) => x + einsum("btfd,f->btd", delta, logitsMask)));
         return model.RunWithHooks(clean, hooks, attentionMask, Split).MoveToOuterDisposeScope();
     }
 
@@ -65,8 +65,8 @@ public sealed class CircuitRun(HookedTransformer model, ComputationGraph graph)
         {
             var first = graph.HeadIndex(l, 0);
             var mlp = graph.MlpIndex(l);
-            yield return ($"blocks.{l}.attn.hook_result", (x, _) => { use(TensorIndex.Slice(first, first + graph.Heads), x); return null; });
-            yield return ($"blocks.{l}.hook_mlp_out", (x, _) => { use(TensorIndex.Single(mlp), x); return null; });
+            yield return (HookNames.Result(l), (x, _) => { use(TensorIndex.Slice(first, first + graph.Heads), x); return null; });
+            yield return (HookNames.MlpOut(l), (x, _) => { use(TensorIndex.Single(mlp), x); return null; });
         }
     }
 

@@ -47,8 +47,8 @@ public sealed class EdgeAttribution(HookedTransformer model, ComputationGraph gr
         var groups = new List<(string Hook, TensorIndex Slots)> { ("hook_embed", TensorIndex.Single(0)) };
         for (var l = 0; l < graph.Layers; l++)
         {
-            groups.Add(($"blocks.{l}.attn.hook_result", TensorIndex.Slice(graph.HeadIndex(l, 0), graph.HeadIndex(l, 0) + graph.Heads)));
-            groups.Add(($"blocks.{l}.hook_mlp_out", TensorIndex.Single(graph.MlpIndex(l))));
+            groups.Add((HookNames.Result(l), TensorIndex.Slice(graph.HeadIndex(l, 0), graph.HeadIndex(l, 0) + graph.Heads)));
+            groups.Add((HookNames.MlpOut(l), TensorIndex.Single(graph.MlpIndex(l))));
         }
         var grads = new Dictionary<string, Tensor>(StringComparer.Ordinal);
         var names = DestinationHooks().ToList();
@@ -135,14 +135,14 @@ public sealed class EdgeAttribution(HookedTransformer model, ComputationGraph gr
             {
                 var first = graph.HeadInputIndex(l, 0, qkv);
                 var prev = graph.PrevIndex(first);
-                var grad = grads[$"blocks.{l}.hook_{qkv}_input"].div(count); // [B,T,H,d]
+                var grad = grads[HookNames.Input(l, qkv)].div(count); // [B,T,H,d]
                 scores[..prev, first..(first + graph.Heads)] += einsum("btfd,bthd->fh", delta[.., .., ..prev], grad);
             }
             var mlp = graph.MlpInputIndex(l);
             var mlpPrev = graph.PrevIndex(mlp);
-            scores[..mlpPrev, mlp] += einsum("btfd,btd->f", delta[.., .., ..mlpPrev], grads[$"blocks.{l}.hook_mlp_in"].div(count));
+            scores[..mlpPrev, mlp] += einsum("btfd,btd->f", delta[.., .., ..mlpPrev], grads[HookNames.MlpIn(l)].div(count));
         }
-        scores[.., graph.LogitsIndex] += einsum("btfd,btd->f", delta, grads[$"blocks.{graph.Layers - 1}.hook_resid_post"].div(count));
+        scores[.., graph.LogitsIndex] += einsum("btfd,btd->f", delta, grads[HookNames.ResidPost(graph.Layers - 1)].div(count));
         return scores;
     }
 
@@ -186,11 +186,11 @@ public sealed class EdgeAttribution(HookedTransformer model, ComputationGraph gr
     {
         for (var l = 0; l < graph.Layers; l++)
         {
-            yield return $"blocks.{l}.hook_q_input";
-            yield return $"blocks.{l}.hook_k_input";
-            yield return $"blocks.{l}.hook_v_input";
-            yield return $"blocks.{l}.hook_mlp_in";
+            yield return HookNames.Input(l, "q");
+            yield return HookNames.Input(l, "k");
+            yield return HookNames.Input(l, "v");
+            yield return HookNames.MlpIn(l);
         }
-        yield return $"blocks.{graph.Layers - 1}.hook_resid_post";
+        yield return HookNames.ResidPost(graph.Layers - 1);
     }
 }

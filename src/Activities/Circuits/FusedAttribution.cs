@@ -36,8 +36,8 @@ public sealed class FusedAttribution(HookedTransformer model, ComputationGraph g
         for (var l = 0; l < graph.Layers; l++)
         {
             var layer = l;
-            hooks.Add(($"blocks.{l}.attn.hook_z", (x, _) => { into.Z[layer] = x.detach().DetachFromDisposeScope(); return null; }));
-            hooks.Add(($"blocks.{l}.hook_mlp_out", (x, _) => { into.Mlp[layer] = x.detach().DetachFromDisposeScope(); return null; }));
+            hooks.Add((HookNames.Z(l), (x, _) => { into.Z[layer] = x.detach().DetachFromDisposeScope(); return null; }));
+            hooks.Add((HookNames.MlpOut(l), (x, _) => { into.Mlp[layer] = x.detach().DetachFromDisposeScope(); return null; }));
         }
         return hooks;
     }
@@ -74,10 +74,10 @@ public sealed class FusedAttribution(HookedTransformer model, ComputationGraph g
         foreach (var alpha in alphas.OrderByDescending(a => a == 1.0))
         {
             using var step = NewDisposeScope();
-            var names = new List<string> { $"blocks.{graph.Layers - 1}.hook_resid_post" };
+            var names = new List<string> { HookNames.ResidPost(graph.Layers - 1) };
             for (var l = 0; l < graph.Layers; l++)
             {
-                names.AddRange([$"blocks.{l}.attn.hook_q", $"blocks.{l}.attn.hook_k", $"blocks.{l}.attn.hook_v", $"blocks.{l}.hook_mlp_in"]);
+                names.AddRange([HookNames.Q(l), HookNames.K(l), HookNames.V(l), HookNames.MlpIn(l)]);
             }
             using var capture = new GradientCapture(model, names);
             var removers = new List<IDisposable>();
@@ -87,8 +87,8 @@ public sealed class FusedAttribution(HookedTransformer model, ComputationGraph g
             for (var l = 0; l < graph.Layers; l++)
             {
                 var layer = l;
-                removers.Add(model.Hook($"blocks.{l}.ln1.hook_normalized").Add((x, _) => { normalized[layer] = x.detach().DetachFromDisposeScope(); return null; }));
-                removers.Add(model.Hook($"blocks.{l}.ln1.hook_scale").Add((x, _) => { scales[layer] = x.detach().DetachFromDisposeScope(); return null; }));
+                removers.Add(model.Hook(HookNames.Ln1Normalized(l)).Add((x, _) => { normalized[layer] = x.detach().DetachFromDisposeScope(); return null; }));
+                removers.Add(model.Hook(HookNames.Ln1Scale(l)).Add((x, _) => { scales[layer] = x.detach().DetachFromDisposeScope(); return null; }));
             }
             if (alpha == 1.0)
             {
@@ -125,7 +125,7 @@ public sealed class FusedAttribution(HookedTransformer model, ComputationGraph g
                 flat = delta.view(graph.NForward, -1).MoveToOuterDisposeScope();
                 deltaSums = delta.sum([-1L]).view(graph.NForward, -1).MoveToOuterDisposeScope();
             }
-            var post = capture.GradOrZero($"blocks.{graph.Layers - 1}.hook_resid_post").detach().to(wide).reshape(-1);
+            var post = capture.GradOrZero(HookNames.ResidPost(graph.Layers - 1)).detach().to(wide).reshape(-1);
             logitsGrad = logitsGrad is null ? post.clone().MoveToOuterDisposeScope() : logitsGrad.add_(post);
             for (var l = 0; l < graph.Layers; l++)
             {
@@ -188,10 +188,10 @@ public sealed class FusedAttribution(HookedTransformer model, ComputationGraph g
         var c2 = new List<Tensor>();
         foreach (var (hook, weight, bias) in Projections(l))
         {
-            var g = capture.GradOrZero($"blocks.{l}.attn.hook_{hook}").detach().to(wide) / s; // g/s [B,T,H,dh]
+            var g = capture.GradOrZero(HookNames.Attn(l, hook)).detach().to(wide) / s; // g/s [B,T,H,dh]
             grads.Add(g);
             // x̂W̃ = (norm output − b)·W = projection − b_W − b·W.
-            var projected = capture.Activation($"blocks.{l}.attn.hook_{hook}").detach().to(wide);
+            var projected = capture.Activation(HookNames.Attn(l, hook)).detach().to(wide);
             var constant = bias?.detach().to(wide) ?? zeros(weight.shape[0], weight.shape[2], dtype: wide, device: weight.device);
             if (norm.b is not null)
             {
@@ -205,7 +205,7 @@ public sealed class FusedAttribution(HookedTransformer model, ComputationGraph g
         // The x̂ term changes with every run's x̂: scored here. The others are linear in g/s and summed over runs.
         var deltaDotX = einsum("fbtd,btd->fbt", flat[..prev].view(prev, xh.shape[0], xh.shape[1], d), xh).reshape(prev, -1); // [prev, B·T]
         scores[..prev, first..(first + heads)] -= matmul(deltaDotX, cat(c2, 0).view(heads, -1).t());
-        var gm = capture.GradOrZero($"blocks.{l}.hook_mlp_in").detach().to(wide).reshape(-1);
+        var gm = capture.GradOrZero(HookNames.MlpIn(l)).detach().to(wide).reshape(-1);
         return (stack(grads), gm);
     }
 

@@ -60,12 +60,12 @@ public sealed class PositionalAttribution(HookedTransformer model, ComputationGr
             {
                 var first = graph.HeadInputIndex(l, 0, qkv);
                 var prev = graph.PrevIndex(first);
-                r[.., .., ..prev, first..(first + graph.Heads)] += einsum("btfd,bthd->btfh", delta[.., .., ..prev], grads[$"blocks.{l}.hook_{qkv}_input"]);
+                r[.., .., ..prev, first..(first + graph.Heads)] += einsum("btfd,bthd->btfh", delta[.., .., ..prev], grads[HookNames.Input(l, qkv)]);
             }
             var mlp = graph.MlpInputIndex(l);
-            r[.., .., ..graph.PrevIndex(mlp), mlp] += einsum("btfd,btd->btf", delta[.., .., ..graph.PrevIndex(mlp)], grads[$"blocks.{l}.hook_mlp_in"]);
+            r[.., .., ..graph.PrevIndex(mlp), mlp] += einsum("btfd,btd->btf", delta[.., .., ..graph.PrevIndex(mlp)], grads[HookNames.MlpIn(l)]);
         }
-        r[.., .., .., graph.LogitsIndex] += einsum("btfd,btd->btf", delta, grads[$"blocks.{graph.Layers - 1}.hook_resid_post"]);
+        r[.., .., .., graph.LogitsIndex] += einsum("btfd,btd->btf", delta, grads[HookNames.ResidPost(graph.Layers - 1)]);
         return r;
     }
 
@@ -80,9 +80,9 @@ public sealed class PositionalAttribution(HookedTransformer model, ComputationGr
         var run = new CircuitRun(model, graph);
         var cfg = model.Config;
         var rotary = cfg.Positional == PositionalKind.Rotary;
-        string Q(int l) => rotary ? $"blocks.{l}.attn.hook_rot_q" : $"blocks.{l}.attn.hook_q";
-        string K(int l) => rotary ? $"blocks.{l}.attn.hook_rot_k" : $"blocks.{l}.attn.hook_k";
-        string V(int l) => $"blocks.{l}.attn.hook_v";
+        string Q(int l) => rotary ? HookNames.RotQ(l) : HookNames.Q(l);
+        string K(int l) => rotary ? HookNames.RotK(l) : HookNames.K(l);
+        string V(int l) => HookNames.V(l);
 
         // Counterfactual run: source outputs and every head's q, k, v.
         var starred = new Dictionary<string, Tensor>(StringComparer.Ordinal);
@@ -98,9 +98,9 @@ public sealed class PositionalAttribution(HookedTransformer model, ComputationGr
         var cleanValues = run.SourceValues(clean, mask);
         var destinations = Enumerable.Range(0, graph.Layers).SelectMany(l => new[]
         {
-            $"blocks.{l}.hook_q_input", $"blocks.{l}.hook_k_input", $"blocks.{l}.hook_v_input", $"blocks.{l}.hook_mlp_in",
-        }).Append($"blocks.{graph.Layers - 1}.hook_resid_post").ToList();
-        var internals = Enumerable.Range(0, graph.Layers).SelectMany(l => new[] { $"blocks.{l}.attn.hook_result", $"blocks.{l}.attn.hook_pattern", Q(l), K(l), V(l) }).ToList();
+            HookNames.Input(l, "q"), HookNames.Input(l, "k"), HookNames.Input(l, "v"), HookNames.MlpIn(l),
+        }).Append(HookNames.ResidPost(graph.Layers - 1)).ToList();
+        var internals = Enumerable.Range(0, graph.Layers).SelectMany(l => new[] { HookNames.Result(l), HookNames.Pattern(l), Q(l), K(l), V(l) }).ToList();
         using var capture = new GradientCapture(model, destinations.Concat(internals).Distinct());
         using (enable_grad())
         {
@@ -137,9 +137,9 @@ public sealed class PositionalAttribution(HookedTransformer model, ComputationGr
         {
             using var layer = NewDisposeScope();
             var wO = model.blocks[l].attn.W_O.detach().to(wide); // [H,dh,d]
-            var g = capture.GradOrZero($"blocks.{l}.attn.hook_result").detach().to(wide); // [B,T,H,d]
-            var result = capture.Activation($"blocks.{l}.attn.hook_result").detach().to(wide);
-            var pattern = capture.Activation($"blocks.{l}.attn.hook_pattern").detach().to(wide); // [B,H,T,T']
+            var g = capture.GradOrZero(HookNames.Result(l)).detach().to(wide); // [B,T,H,d]
+            var result = capture.Activation(HookNames.Result(l)).detach().to(wide);
+            var pattern = capture.Activation(HookNames.Pattern(l)).detach().to(wide); // [B,H,T,T']
             var q = capture.Activation(Q(l)).detach().to(wide);
             var k = Expand(capture.Activation(K(l)).detach().to(wide));
             var v = Expand(capture.Activation(V(l)).detach().to(wide));

@@ -277,8 +277,8 @@ public sealed class PositionalCircuitRun(HookedTransformer model, ComputationGra
             for (var l = 0; l < graph.Layers; l++)
             {
                 var layer = l;
-                hooks.Add(($"blocks.{l}.attn.hook_pattern", (x, _) => { patterns[layer] = x.detach().clone().DetachFromDisposeScope(); return null; }));
-                hooks.Add(($"blocks.{l}.attn.hook_v", (x, _) => { values[layer] = Expand(x).detach().clone().DetachFromDisposeScope(); return null; }));
+                hooks.Add((HookNames.Pattern(l), (x, _) => { patterns[layer] = x.detach().clone().DetachFromDisposeScope(); return null; }));
+                hooks.Add((HookNames.V(l), (x, _) => { values[layer] = Expand(x).detach().clone().DetachFromDisposeScope(); return null; }));
             }
             model.RunWithHooks(tokens, hooks, mask, Split).Dispose();
         }
@@ -311,21 +311,21 @@ public sealed class PositionalCircuitRun(HookedTransformer model, ComputationGra
         {
             var layer = l;
             var first = graph.HeadIndex(l, 0);
-            hooks.Add(($"blocks.{l}.attn.hook_result", (x, _) => { delta[.., .., first..(first + graph.Heads)] -= x; return null; }));
-            hooks.Add(($"blocks.{l}.hook_mlp_out", (x, _) => { delta[.., .., graph.MlpIndex(layer)] -= x; return null; }));
+            hooks.Add((HookNames.Result(l), (x, _) => { delta[.., .., first..(first + graph.Heads)] -= x; return null; }));
+            hooks.Add((HookNames.MlpOut(l), (x, _) => { delta[.., .., graph.MlpIndex(layer)] -= x; return null; }));
             foreach (var qkv in "qkv")
             {
                 var dest = graph.HeadInputIndex(l, 0, qkv);
                 var prev = graph.PrevIndex(dest);
-                hooks.Add(($"blocks.{l}.hook_{qkv}_input", (x, _) => x + einsum("btfd,btfh->bthd", delta[.., .., ..prev], outOf[.., .., ..prev, dest..(dest + graph.Heads)])));
+                hooks.Add((HookNames.Input(l, qkv), (x, _) => x + einsum("btfd,btfh->bthd", delta[.., .., ..prev], outOf[.., .., ..prev, dest..(dest + graph.Heads)])));
             }
             var mlp = graph.MlpInputIndex(l);
             var mlpPrev = graph.PrevIndex(mlp);
-            hooks.Add(($"blocks.{l}.hook_mlp_in", (x, _) => x + einsum("btfd,btf->btd", delta[.., .., ..mlpPrev], outOf[.., .., ..mlpPrev, mlp])));
-            hooks.Add(($"blocks.{l}.attn.hook_pattern", (x, _) => { patterns[layer] = x; return null; }));
-            hooks.Add(($"blocks.{l}.attn.hook_v", (x, _) => { values[layer] = Expand(x); return null; }));
+            hooks.Add((HookNames.MlpIn(l), (x, _) => x + einsum("btfd,btf->btd", delta[.., .., ..mlpPrev], outOf[.., .., ..mlpPrev, mlp])));
+            hooks.Add((HookNames.Pattern(l), (x, _) => { patterns[layer] = x; return null; }));
+            hooks.Add((HookNames.V(l), (x, _) => { values[layer] = Expand(x); return null; }));
             var heads = TensorIndex.Slice(l * graph.Heads, (l + 1) * graph.Heads);
-            hooks.Add(($"blocks.{l}.attn.hook_z", (z, _) =>
+            hooks.Add((HookNames.Z(l), (z, _) =>
             {
                 var w = crossOut[.., heads]; // [B,H,T,T′]
                 var swap = einsum("bhtu,buhe->bthe", w * ablated.Patterns[layer], ablated.Values[layer])
@@ -333,7 +333,7 @@ public sealed class PositionalCircuitRun(HookedTransformer model, ComputationGra
                 return z + swap.to(z.dtype);
             }));
         }
-        hooks.Add(($"blocks.{graph.Layers - 1}.hook_resid_post", (x, _) => x + einsum("btfd,btf->btd", delta, outOf[.., .., .., graph.LogitsIndex])));
+        hooks.Add((HookNames.ResidPost(graph.Layers - 1), (x, _) => x + einsum("btfd,btf->btd", delta, outOf[.., .., .., graph.LogitsIndex])));
         return model.RunWithHooks(clean, hooks, mask, Split).MoveToOuterDisposeScope();
     }
 }

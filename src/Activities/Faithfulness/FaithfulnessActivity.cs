@@ -9,9 +9,6 @@ using static TorchSharp.torch;
 
 namespace Pipelines.Activities.Faithfulness;
 
-/// <summary>How circuits are chosen from the scores at each size.</summary>
-public enum SelectionMethod { TopN, Greedy }
-
 /// <summary>
 /// MIB faithfulness: circuits of the top k % of edges over the grid, each run with out-of-circuit edges patched
 /// from the counterfactual; f = (m(C) − m(∅)) / (m(N) − m(∅)); CPR over the signed ranking, CMD over |score|.

@@ -15,7 +15,7 @@ public enum SchemaGenerator { Rules, Llm }
 /// example as span start positions in the model's tokens, validates each application with the paper's rules and
 /// reports the acceptance thresholds. Invalid examples are dropped and counted.
 /// </summary>
-[Activity("schema.generate", Version = 1, Category = "Circuits", Summary = "Generate a dataset schema (rules or an LLM) and apply it to every example as spans")]
+[Activity("schema.generate", Version = 1, Category = "Circuits", Settings = ["PIPELINES_LLM_ENDPOINT", "PIPELINES_LLM_MODEL"], Summary = "Generate a dataset schema (rules or an LLM) and apply it to every example as spans")]
 [Output("schema", ArtifactKinds.Schema, Help = "{\"Span Title\": \"description\", ...} in span order", MediaType = "application/json", FileName = "schema.json")]
 [Output("dataset", ArtifactKinds.Dataset, Help = "The valid rows, each with \"spans\" ({column: first position}) and \"length\" (tokens incl. BOS)", MediaType = "application/x-ndjson", FileName = "dataset.jsonl")]
 [Output("report", ArtifactKinds.Json, Help = "Validity, thresholds, rounds and the first errors", MediaType = "application/json", FileName = "schema-report.json")]

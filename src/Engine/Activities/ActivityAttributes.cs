@@ -12,6 +12,8 @@ public sealed class ActivityAttribute(string type) : Attribute
     public string Summary { get; init; } = "";
     /// <summary>Resources the activity needs, e.g. "gpu"; they choose the job queue on the server.</summary>
     public string[] Resources { get; init; } = [];
+    /// <summary>Environment variables whose values change results (never secrets): their values join the cache key.</summary>
+    public string[] Settings { get; init; } = [];
 }
 
 /// <summary>Declares an output port on an activity class.</summary>

@@ -44,8 +44,15 @@ public sealed record ActivityDescriptor(
     string Summary,
     IReadOnlyList<InputPortDescriptor> Inputs,
     IReadOnlyList<OutputPortDescriptor> Outputs,
-    IReadOnlyList<string> Resources)
+    IReadOnlyList<string> Resources,
+    IReadOnlyList<string>? Settings = null)
 {
+    /// <summary>
+    /// Environment variables whose values change the activity's results (a default endpoint or model name); their
+    /// values are part of the cache key. Never a secret: keys are named by variable, and the name alone is in the key.
+    /// </summary>
+    public IReadOnlyList<string> SettingVariables => Settings ?? [];
+
     public InputPortDescriptor? Input(string name) => Inputs.FirstOrDefault(i => i.Name == name);
     public OutputPortDescriptor? Output(string name) => Outputs.FirstOrDefault(o => o.Name == name);
     /// <summary>The job queue: "gpu" for activities that need one, else "default".</summary>

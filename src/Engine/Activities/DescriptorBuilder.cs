@@ -46,7 +46,7 @@ public static class DescriptorBuilder
                 double.IsNaN(input.Maximum) ? null : input.Maximum,
                 input.PathKind));
         }
-        return new ActivityDescriptor(attr.Type, attr.Version, attr.Category, attr.Summary, inputs, outputs, attr.Resources);
+        return new ActivityDescriptor(attr.Type, attr.Version, attr.Category, attr.Summary, inputs, outputs, attr.Resources, attr.Settings);
     }
 
     internal static IEnumerable<PropertyInfo> InputProperties(Type inputType) =>

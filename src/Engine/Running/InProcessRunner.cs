@@ -180,6 +180,11 @@ public sealed class InProcessRunner(ArtifactStore store, IRunLedger ledger, Exec
                     break;
             }
         }
+        foreach (var name in step.Descriptor.SettingVariables)
+        {
+            // Settings read from the environment (a default endpoint, say) change results, so they are inputs too.
+            inputs[$"$env:{name}"] = Environment.GetEnvironmentVariable(name);
+        }
         return new KeyMaterial(step.Descriptor.Type, step.Descriptor.Version, inputs, artifacts, sources, environment.ToJson());
     }
 

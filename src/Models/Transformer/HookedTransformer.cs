@@ -209,8 +209,17 @@ public sealed class HookedTransformer : nn.Module
         }
     }
 
-    /// <summary>Runs with temporary hooks, removed afterwards even on failure.</summary>
+    /// <summary>
+    /// Runs with temporary hooks, removed afterwards even on failure. The forward options a named hook needs are
+    /// turned on (<see cref="HookNames.OptionsFor"/>): a hook on <c>hook_result</c> or <c>hook_q_input</c> always fires.
+    /// </summary>
     public Tensor RunWithHooks(Tensor tokens, IEnumerable<(string Name, Func<Tensor, HookPoint, Tensor?> Hook)> hooks, Tensor? attentionMask = null, ForwardOptions? options = null)
+    {
+        var list = hooks.ToList();
+        return RunWithHooksCore(tokens, list, attentionMask, HookNames.OptionsFor(list.Select(h => h.Name), options));
+    }
+
+    private Tensor RunWithHooksCore(Tensor tokens, IReadOnlyList<(string Name, Func<Tensor, HookPoint, Tensor?> Hook)> hooks, Tensor? attentionMask, ForwardOptions? options)
     {
         var removers = hooks.Select(h => Hook(h.Name).Add(h.Hook)).ToList();
         try
@@ -233,11 +242,14 @@ public sealed class HookedTransformer : nn.Module
         var names = _hooks.Keys.Where(filter ?? (_ => true)).ToList();
         try
         {
-            var logits = RunWithHooks(tokens, names.Select(n => (n, (Func<Tensor, HookPoint, Tensor?>)((x, h) =>
+            // With a filter, the options the chosen hooks need are turned on; caching everything keeps the caller's options
+            // (as TransformerLens' run_with_cache does), so per-head copies are made only when asked for.
+            var hooks = names.Select(n => (n, (Func<Tensor, HookPoint, Tensor?>)((x, h) =>
             {
                 cache.Store(h.Name, x);
                 return null;
-            }))), attentionMask, options);
+            }))).ToList();
+            var logits = RunWithHooksCore(tokens, hooks, attentionMask, filter is null ? options : HookNames.OptionsFor(names, options));
             return (logits, cache);
         }
         catch

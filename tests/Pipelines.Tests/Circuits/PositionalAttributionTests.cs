@@ -99,7 +99,7 @@ public sealed class PositionalAttributionTests(ITestOutputHelper output)
                         var (hh, tt, ttp) = (h, t, tp);
                         var patches = new (int Kind, string Hook, Func<Tensor, HookPoint, Tensor?> Patch)[]
                         {
-                            (0, logitsName, (x, _) => { var y = x.clone(); y[0, hh, tt, ttp] = (seen["q*"][0, tt, hh] * seen["k"][0, ttp, kv]).sum() / Math.Sqrt(cfg.HeadDim); return y; }),
+                            (0, logitsName, (x, _) => { var y = x.clone(); y[0, hh, tt, ttp] = (seen["q*"][0, tt, hh] * seen["k"][0, ttp, kv]).sum().mul(Pipelines.Models.Runtime.Scalars.Of(1 / Math.Sqrt(cfg.HeadDim))); return y; }),
                             (1, kName, (x, _) => { var y = x.clone(); y[0, ttp, kv] = seen["k*"][0, ttp, kv]; return y; }),
                             (2, vName, (x, _) => { var y = x.clone(); y[0, ttp, kv] = seen["v*"][0, ttp, kv]; return y; }),
                         };

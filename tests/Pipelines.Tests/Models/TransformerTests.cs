@@ -20,7 +20,9 @@ public sealed class TransformerTests
     {
         using var model = TinyModels.Create(arch);
         using var tokens = Tokens(1);
-        using var plain = model.Forward(tokens);
+        // Hooking every point includes hook_result and hook_q_input, so RunWithHooks computes per-head tensors; compare
+        // with a plain forward under the same options (the per-head path itself is checked against the fused one below).
+        using var plain = model.Forward(tokens, options: HookNames.OptionsFor(model.HookPoints.Keys));
         var hooks = model.HookPoints.Keys.Select(n => (n, (Func<Tensor, HookPoint, Tensor?>)((x, _) => x.clone()))).ToList();
         using var hooked = model.RunWithHooks(tokens, hooks);
         Assert.Equal(0.0, MaxDiff(plain, hooked));

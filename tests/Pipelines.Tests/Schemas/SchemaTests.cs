@@ -292,6 +292,30 @@ public sealed class SchemaTests : IDisposable
     }
 
     [Fact]
+    public async Task SettingsReadFromTheEnvironmentArePartOfTheCacheKey()
+    {
+        // schema.generate falls back to PIPELINES_LLM_ENDPOINT and PIPELINES_LLM_MODEL: changing them must recompute.
+        var rules = $$"""
+            "generator": "rules", "schema": {{IoiSchema}}, "pattern": {{System.Text.Json.JsonSerializer.Serialize(IoiPattern)}}
+            """;
+        var before = Environment.GetEnvironmentVariable("PIPELINES_LLM_MODEL");
+        try
+        {
+            Environment.SetEnvironmentVariable("PIPELINES_LLM_MODEL", "model-a");
+            var first = await _ws.RunAsync(Workflow(rules));
+            Assert.True(first.Computed > 0);
+            Assert.Equal(0, (await _ws.RunAsync(Workflow(rules))).Computed);
+            Environment.SetEnvironmentVariable("PIPELINES_LLM_MODEL", "model-b");
+            var changed = await _ws.RunAsync(Workflow(rules));
+            Assert.Contains(changed.Steps, s => s.Status == Pipelines.Engine.Ledger.StepStatus.Computed && s.Activity == "schema.generate");
+        }
+        finally
+        {
+            Environment.SetEnvironmentVariable("PIPELINES_LLM_MODEL", before);
+        }
+    }
+
+    [Fact]
     public void AKeyVariableOffTheAllowListIsRefusedBeforeAnythingIsSent()
     {
         using var llm = new ScriptedLlm();
