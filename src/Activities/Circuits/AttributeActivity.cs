@@ -87,6 +87,9 @@ public sealed class AttributeActivity : Activity<AttributeActivity.Input>
                 Tensor Loss(Tensor logits) => perExample(logits).mean().neg();
                 var scores = input.Method switch
                 {
+                    // Counterfactual EAP takes the fused forward (1.44× the bare passes, against 5.05× for the split-input
+                    // path, which other ablations still need: they hand in precomputed values).
+                    AttributionMethod.Eap when input.Ablation == AblationKind.Counterfactual => attribution.Eap(clean, corrupted, Loss, mask),
                     AttributionMethod.Eap => attribution.EapAblated(clean, ablation.Values(new CircuitRun(model, graph), clean, corrupted, mask), Loss, mask),
                     AttributionMethod.EapIgInputs => attribution.EapIgInputs(clean, corrupted, Loss, input.Steps, mask),
                     AttributionMethod.EapIgActivations => attribution.EapIgActivations(clean, corrupted, Loss, input.Steps, mask),
