@@ -43,3 +43,22 @@ public sealed class LedgerTests : IDisposable
 
     public void Dispose() => _ws.Dispose();
 }
+
+/// <summary>The ledger conformance suite on the embedded SQLite ledger.</summary>
+public sealed class SqliteLedgerConformance : Pipelines.Tests.Shared.LedgerConformance
+{
+    private readonly string _dir = Path.Combine(Path.GetTempPath(), "pipelines-ledger-" + Guid.NewGuid().ToString("N")[..8]);
+
+    protected override IRunLedger CreateLedger()
+    {
+        Directory.CreateDirectory(_dir);
+        return new SqliteRunLedger(Path.Combine(_dir, "ledger.db"));
+    }
+
+    public override void Dispose()
+    {
+        base.Dispose();
+        Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
+        Directory.Delete(_dir, recursive: true);
+    }
+}
