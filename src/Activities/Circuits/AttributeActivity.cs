@@ -120,7 +120,8 @@ public sealed class AttributeActivity : Activity<AttributeActivity.Input>
                 context.Log($"warning: {info["warning"]}");
             }
             ScoresFile.Write(context.OutputDirectory("scores"), graph, total, info, model.Config.DModel);
-            File.WriteAllText(context.OutputFile("graph"), ScoresFile.MibJson(graph, ScoresFile.ToGrid(total, graph), null, model.Config.DModel).ToJsonString() + "\n");
+            var scoring = new JsonObject { ["method"] = info["method"]?.DeepClone(), ["metric"] = batch.MetricName, ["sign"] = info["loss"]?.DeepClone(), ["ablation"] = info["ablation"]?.DeepClone() };
+            File.WriteAllText(context.OutputFile("graph"), ScoresFile.MibJson(graph, ScoresFile.ToGrid(total, graph), null, model.Config.DModel, scoring).ToJsonString() + "\n");
             context.Log($"{info["method"]}: {graph.EdgeCount} edges scored on {batch.Count} pairs ({batch.Dropped} dropped for unequal length, {batch.DroppedIdentical} for identical tokens)");
         }
         return Task.CompletedTask;
@@ -187,7 +188,8 @@ public sealed class AttributeActivity : Activity<AttributeActivity.Input>
             var directory = context.OutputDirectory("scores");
             ScoresFile.Write(directory, graph, aggregate, info, model.Config.DModel);
             PositionalScoresFile.Write(directory, total, scale);
-            File.WriteAllText(context.OutputFile("graph"), ScoresFile.MibJson(graph, ScoresFile.ToGrid(aggregate, graph), null, model.Config.DModel).ToJsonString() + "\n");
+            var scoring = new JsonObject { ["method"] = "eap", ["metric"] = batch.MetricName, ["sign"] = info["loss"]?.DeepClone(), ["ablation"] = "counterfactual", ["positional"] = info["positional"]!["mode"]?.DeepClone() };
+            File.WriteAllText(context.OutputFile("graph"), ScoresFile.MibJson(graph, ScoresFile.ToGrid(aggregate, graph), null, model.Config.DModel, scoring).ToJsonString() + "\n");
             context.Log($"PEAP: {graph.EdgeCount} edges × {batch.SpanTitles.Count} spans, crossing edges in {graph.Layers * graph.Heads} heads, on {batch.Count} pairs");
         }
     }

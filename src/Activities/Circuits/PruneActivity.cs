@@ -50,11 +50,12 @@ public sealed class PruneActivity : Activity<PruneActivity.Input>
         var (graph, scores, index) = ScoresFile.Read(input.Scores.Path);
         if (PositionalScoresFile.Exists(input.Scores.Path))
         {
-            var spans = index["info"]!["positional"]!["spans"]!.AsArray().Select(x => x!.GetValue<string>()).ToList();
+            var spans = index.Info.Positional?.Spans ?? throw new ActivityException("the scores have positional.safetensors but their index names no spans");
             var grid = PositionalScoresFile.Read(input.Scores.Path, spans, input.Statistic);
             var positional = PositionalCircuit.Search(graph, grid, input.TopK, input.Absolute);
             var pjson = positional.ToJson(grid, input.Absolute);
-            pjson["cfg"] = index["cfg"]!.DeepClone();
+            pjson["cfg"] = index.Cfg.DeepClone();
+            pjson["scoring"] = index.Info.Scoring();
             pjson["selection"] = new JsonObject { ["method"] = "peap-greedy", ["topK"] = input.TopK, ["statistic"] = input.Statistic, ["absolute"] = input.Absolute, ["kept"] = positional.Edges.Count };
             File.WriteAllText(context.OutputFile("circuit"), pjson.ToJsonString() + "\n");
             context.Log($"positional circuit: {positional.Edges.Count} abstract edges kept of the top {input.TopK} ({input.Statistic}{(input.Absolute ? ", |score|" : "")})");
@@ -64,7 +65,7 @@ public sealed class PruneActivity : Activity<PruneActivity.Input>
         var circuit = input.Selection == SelectionMethod.TopN
             ? Circuit.TopN(graph, scores, n, input.Absolute)
             : Circuit.Greedy(graph, scores, n, input.Absolute);
-        var json = ScoresFile.MibJson(graph, scores, circuit, index["cfg"]!["d_model"]!.GetValue<int>());
+        var json = ScoresFile.MibJson(graph, scores, circuit, index.DModel, index.Info.Scoring());
         json["selection"] = new JsonObject
         {
             ["method"] = input.Selection == SelectionMethod.TopN ? "top-n" : "greedy",

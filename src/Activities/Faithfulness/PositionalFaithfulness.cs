@@ -18,10 +18,10 @@ public static class PositionalFaithfulness
     public static JsonObject Evaluate(HookedTransformer model, ComputationGraph graph, CounterfactualBatch batch, string scoresDirectory, FaithfulnessSettings settings,
         Action<double, string>? report = null, Action<string>? log = null, CancellationToken ct = default)
     {
-        var index = JsonNode.Parse(File.ReadAllText(Path.Combine(scoresDirectory, "index.json")))!;
-        var positional = index["info"]!["positional"]!;
-        var spans = positional["spans"]!.AsArray().Select(x => x!.GetValue<string>()).ToList();
-        if (positional["mode"]!.GetValue<string>() == "positions")
+        var positional = ScoresIndex.Read(Path.Combine(scoresDirectory, "index.json")).Info.Positional
+            ?? throw new ActivityException("the scores have positional.safetensors but their index names no spans");
+        var spans = positional.Spans;
+        if (positional.Mode == "positions")
         {
             batch.UsePositionsAsSpans(model.Config.DefaultPrependBos ? 1 : 0);
         }
