@@ -34,8 +34,10 @@ public static class ServiceCollectionExtensions
         // What changes numerics enters every cache key: the libtorch version, dtype and device kind.
         services.AddSingleton(_ => new ExecutionEnvironment()
             .Set("torch", Pipelines.Models.Runtime.TorchRuntime.TorchVersion)
+            // What the activities actually compute in: float32 on the CPU (models load on the CPU; the CUDA path is
+            // issue "Performance"). The key used to take the device from PIPELINES_DEVICE, which nothing obeyed.
             .Set("dtype", "float32")
-            .Set("device", Environment.GetEnvironmentVariable("PIPELINES_DEVICE") is { Length: > 0 } d && d != "auto" ? d : "cpu"));
+            .Set("device", "cpu"));
         return services;
     }
 }

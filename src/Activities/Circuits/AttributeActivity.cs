@@ -65,8 +65,8 @@ public sealed class AttributeActivity : Activity<AttributeActivity.Input>
 
     protected override Task ExecuteAsync(Input input, ActivityContext context)
     {
-        var (model, tokenizer) = ModelArtifacts.Open(input.Model);
-        using (model)
+        using var lease = ModelCache.Shared.Acquire(input.Model, context.CancellationToken);
+        var (model, tokenizer) = lease;
         {
             using var batch = CounterfactualBatch.FromRows(Jsonl.Read(input.Dataset.Path, "dataset", context), tokenizer, model.Config, input.Limit);
             var graph = ComputationGraph.For(model.Config);

@@ -66,8 +66,8 @@ public sealed class FaithfulnessActivity : Activity<FaithfulnessActivity.Input>
 
     protected override Task ExecuteAsync(Input input, ActivityContext context)
     {
-        var (model, tokenizer) = ModelArtifacts.Open(input.Model);
-        using (model)
+        using var lease = ModelCache.Shared.Acquire(input.Model, context.CancellationToken);
+        var (model, tokenizer) = lease;
         {
             var (graph, scores, _) = ScoresFile.Read(input.Scores.Path);
             if (graph.Layers != model.Config.NLayers || graph.Heads != model.Config.NHeads)

@@ -27,8 +27,8 @@ public sealed class EvaluateModelActivity : Activity<EvaluateModelActivity.Input
     {
         var rows = Jsonl.Read(input.Dataset.Path, "dataset", context);
         var examples = rows.Select((r, i) => ToExample(r, i)).ToList();
-        var (model, tokenizer) = ModelArtifacts.Open(input.Model);
-        using (model)
+        using var lease = ModelCache.Shared.Acquire(input.Model, context.CancellationToken);
+        var (model, tokenizer) = lease;
         {
             foreach (var (e, i) in examples.Select((e, i) => (e, i)))
             {

@@ -108,9 +108,13 @@ public sealed class SchemaGenerateActivity : Activity<SchemaGenerateActivity.Inp
     protected override async Task ExecuteAsync(Input input, ActivityContext context)
     {
         var rows = Jsonl.Read(input.Dataset.Path, "dataset", context, input.Limit);
-        var (model, tokenizer) = ModelArtifacts.Open(input.Model);
-        var prependBos = model.Config.DefaultPrependBos && tokenizer.BosId is not null;
-        model.Dispose();
+        bool prependBos;
+        ITextTokenizer tokenizer;
+        using (var lease = ModelCache.Shared.Acquire(input.Model, context.CancellationToken))
+        {
+            tokenizer = lease.Tokenizer;
+            prependBos = lease.Model.Config.DefaultPrependBos && tokenizer.BosId is not null;
+        }
         var first = prependBos ? 1 : 0;
         string Prompt(JsonObject row, int i) => row[input.Field] is JsonValue v && v.TryGetValue<string>(out var s) ? s
             : throw new ActivityException($"dataset, row {i + 1}: expected a string field \"{input.Field}\"");
@@ -177,8 +181,9 @@ public sealed class SchemaGenerateActivity : Activity<SchemaGenerateActivity.Inp
     {
         if (input.Assistant is { } assistant)
         {
-            var (model, tokenizer) = ModelArtifacts.Open(assistant);
-            return (new LocalChatClient(model, tokenizer, ChatTemplates.ForArchitecture(model.Config.Architecture), assistant.Digest[..12], input.MaxTokens), model);
+            var lease = ModelCache.Shared.Acquire(assistant);
+            var (model, tokenizer) = lease;
+            return (new LocalChatClient(model, tokenizer, ChatTemplates.ForArchitecture(model.Config.Architecture), assistant.Digest[..12], input.MaxTokens), lease);
         }
         var endpoint = input.Endpoint.Length > 0 ? input.Endpoint : Environment.GetEnvironmentVariable("PIPELINES_LLM_ENDPOINT") ?? "";
         if (endpoint.Length == 0)
