@@ -20,6 +20,19 @@ public sealed record RunOptions
     public IReadOnlyDictionary<string, string> Overrides { get; init; } = new Dictionary<string, string>();
     public required string BaseDirectory { get; init; }
     public IReadOnlyList<string> AllowedRoots { get; init; } = [];
+
+    /// <summary>The options that reproduce a recorded run's inputs: its workflow text, overrides and path policy.</summary>
+    public static RunOptions From(RunRecord run) => new()
+    {
+        WorkflowFile = run.WorkflowFile, WorkflowText = run.WorkflowText, Overrides = run.Overrides,
+        BaseDirectory = run.BaseDirectory, AllowedRoots = run.AllowedRoots,
+    };
+
+    /// <summary>The options a scheduler runs a recorded run's steps with: the run's own id, kind and cache use.</summary>
+    public static RunOptions ForRecordedRun(RunRecord run) => From(run) with
+    {
+        RunId = run.Id, Kind = run.Kind, OriginRunId = run.OriginRunId, UseCache = run.Kind != RunKind.Reproduce,
+    };
 }
 
 /// <summary>The outcome of one step.</summary>

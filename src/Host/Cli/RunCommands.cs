@@ -225,14 +225,7 @@ public static class RunCommands
         }
     }
 
-    private static RunOptions Options(RunRecord run) => new()
-    {
-        WorkflowFile = run.WorkflowFile,
-        WorkflowText = run.WorkflowText,
-        Overrides = run.Overrides,
-        BaseDirectory = run.BaseDirectory,
-        AllowedRoots = run.AllowedRoots,
-    };
+    private static RunOptions Options(RunRecord run) => RunOptions.From(run);
 
     private static Option<string[]> SetOption() => new("--set", "-s")
     {

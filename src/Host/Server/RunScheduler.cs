@@ -19,8 +19,6 @@ public sealed record Submission(string WorkflowText, string WorkflowFile, IReadO
 /// </summary>
 public sealed class RunScheduler(IRunLedger ledger, InProcessRunner runner, WorkflowCompiler compiler, IBackgroundJobClient jobs, ServerConfig config)
 {
-    private static readonly StepStatus[] Final = [StepStatus.Computed, StepStatus.Cached, StepStatus.Failed, StepStatus.Skipped, StepStatus.Cancelled];
-
     public IRunLedger Ledger => ledger;
 
     public PathPolicy Paths => new(config.ProjectRoot, config.AllowedRoots);
@@ -31,12 +29,7 @@ public sealed class RunScheduler(IRunLedger ledger, InProcessRunner runner, Work
     public ExecutionPlan Compile(RunRecord run) =>
         compiler.CompileText(run.WorkflowText, run.WorkflowFile, run.Overrides, new PathPolicy(run.BaseDirectory, run.AllowedRoots));
 
-    public static RunOptions Options(RunRecord run) => new()
-    {
-        RunId = run.Id, Kind = run.Kind, OriginRunId = run.OriginRunId, UseCache = run.Kind != RunKind.Reproduce,
-        WorkflowFile = run.WorkflowFile, WorkflowText = run.WorkflowText, Overrides = run.Overrides,
-        BaseDirectory = run.BaseDirectory, AllowedRoots = run.AllowedRoots,
-    };
+    public static RunOptions Options(RunRecord run) => RunOptions.ForRecordedRun(run);
 
     public async Task<string> SubmitAsync(Submission s, RunKind kind = RunKind.Run, string? origin = null, CancellationToken ct = default)
     {
@@ -66,18 +59,17 @@ public sealed class RunScheduler(IRunLedger ledger, InProcessRunner runner, Work
             {
                 continue;
             }
-            var blocked = step.DependsOn.FirstOrDefault(d => status[d] is StepStatus.Failed or StepStatus.Skipped or StepStatus.Cancelled);
-            if (blocked is not null)
+            var (decision, error) = DagRules.Decide(step, d => DagRules.IsFinal(status[d]) ? status[d] : null, runCancelled: false);
+            if (decision is StepDecision.Skip or StepDecision.Cancel)
             {
-                var cancelled = status[blocked] == StepStatus.Cancelled;
-                if (await ledger.TransitionStepAsync(runId, step.Id, [StepStatus.Pending], cancelled ? StepStatus.Cancelled : StepStatus.Skipped,
-                    cancelled ? "cancelled before it started" : $"skipped: step \"{blocked}\" did not succeed", ct))
+                var to = decision == StepDecision.Cancel ? StepStatus.Cancelled : StepStatus.Skipped;
+                if (await ledger.TransitionStepAsync(runId, step.Id, [StepStatus.Pending], to, error, ct))
                 {
-                    status[step.Id] = cancelled ? StepStatus.Cancelled : StepStatus.Skipped;
+                    status[step.Id] = to;
                 }
                 continue;
             }
-            if (step.DependsOn.All(d => status[d] is StepStatus.Computed or StepStatus.Cached)
+            if (decision == StepDecision.Ready
                 && await ledger.TransitionStepAsync(runId, step.Id, [StepStatus.Pending], StepStatus.Queued, null, ct))
             {
                 status[step.Id] = StepStatus.Queued;
@@ -85,7 +77,7 @@ public sealed class RunScheduler(IRunLedger ledger, InProcessRunner runner, Work
                 jobs.Create(Hangfire.Common.Job.FromExpression<StepJob>(j => j.RunAsync(runId, stepId, CancellationToken.None)), new EnqueuedState(step.Descriptor.Queue));
             }
         }
-        if (status.Values.All(s => Final.Contains(s)))
+        if (status.Values.All(DagRules.IsFinal))
         {
             await FinishAsync(run, plan, ct);
         }
@@ -95,9 +87,9 @@ public sealed class RunScheduler(IRunLedger ledger, InProcessRunner runner, Work
     {
         var records = (await ledger.GetStepsAsync(run.Id, ct)).ToDictionary(s => s.StepId, StringComparer.Ordinal);
         var ordered = plan.Steps.Select(s => InProcessRunner.FromRecord(records[s.Id])).ToList();
-        var outcome = InProcessRunner.Outcome(ordered, cancelled: false);
+        var outcome = DagRules.Outcome(ordered, cancelled: false);
         var ended = DateTimeOffset.UtcNow;
-        if (await ledger.TransitionRunAsync(run.Id, RunStatus.Running, outcome, ended, InProcessRunner.Error(ordered), ct))
+        if (await ledger.TransitionRunAsync(run.Id, RunStatus.Running, outcome, ended, DagRules.Error(ordered), ct))
         {
             runner.Publish(run.Id, plan, Options(run), ordered, outcome, run.StartedAt, ended, ended - run.StartedAt);
         }
@@ -112,7 +104,7 @@ public sealed class RunScheduler(IRunLedger ledger, InProcessRunner runner, Work
         }
         foreach (var step in await ledger.GetStepsAsync(runId, ct))
         {
-            await ledger.TransitionStepAsync(runId, step.StepId, [StepStatus.Pending, StepStatus.Queued], StepStatus.Cancelled, "cancelled before it started", ct);
+            await ledger.TransitionStepAsync(runId, step.StepId, [StepStatus.Pending, StepStatus.Queued], StepStatus.Cancelled, DagRules.CancelledBeforeStart, ct);
         }
         return true;
     }
