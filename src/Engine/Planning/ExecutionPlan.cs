@@ -22,6 +22,11 @@ public sealed record PlannedStep(
 {
     public string Id => Definition.Id;
     public ActivityDescriptor Descriptor => Activity.Descriptor;
+
+    /// <summary>The ledger record of this step in a run, with a status and nothing else yet.</summary>
+    public Ledger.StepRecord Record(string runId, Ledger.StepStatus status, DateTimeOffset? startedAt = null) => new(
+        RunId: runId, StepId: Id, Activity: Descriptor.Type, ActivityVersion: Descriptor.Version, Status: status,
+        CacheKey: null, KeyMaterial: null, StartedAt: startedAt, EndedAt: null, DurationMs: null, Error: null, Outputs: null);
 }
 
 /// <summary>A step input after parameters and defaults are applied.</summary>

@@ -22,11 +22,11 @@ public sealed class InProcessRunner(ArtifactStore store, IRunLedger ledger, Exec
         var runId = options.RunId ?? RunIds.New();
         var clock = Stopwatch.StartNew();
         var started = DateTimeOffset.UtcNow;
-        await ledger.CreateRunAsync(new RunRecord(runId, plan.Definition.Name, options.WorkflowFile, options.WorkflowText,
-            options.Overrides, options.BaseDirectory, options.AllowedRoots, options.Kind, options.OriginRunId,
-            RunStatus.Running, started, null, null), CancellationToken.None);
-        await ledger.UpsertStepsAsync(plan.Steps.Select(step => new StepRecord(runId, step.Id, step.Descriptor.Type, step.Descriptor.Version,
-            StepStatus.Pending, null, null, null, null, null, null, null)).ToList(), CancellationToken.None);
+        await ledger.CreateRunAsync(new RunRecord(
+            Id: runId, WorkflowName: plan.Definition.Name, WorkflowFile: options.WorkflowFile, WorkflowText: options.WorkflowText,
+            Overrides: options.Overrides, BaseDirectory: options.BaseDirectory, AllowedRoots: options.AllowedRoots, Kind: options.Kind,
+            OriginRunId: options.OriginRunId, Status: RunStatus.Running, StartedAt: started, EndedAt: null, Error: null), CancellationToken.None);
+        await ledger.UpsertStepsAsync(plan.Steps.Select(step => step.Record(runId, StepStatus.Pending)).ToList(), CancellationToken.None);
         observer.RunStarted(runId, plan);
 
         var results = new Dictionary<string, StepResult>(StringComparer.Ordinal);

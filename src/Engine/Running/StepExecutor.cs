@@ -32,8 +32,7 @@ public sealed class StepExecutor(ArtifactStore store, IRunLedger ledger, Executi
         try
         {
             observer.StepStarted(step.Id);
-            await ledger.UpsertStepAsync(new StepRecord(runId, step.Id, step.Descriptor.Type, step.Descriptor.Version,
-                StepStatus.Running, null, null, startedAt, null, null, null, null), CancellationToken.None);
+            await ledger.UpsertStepAsync(step.Record(runId, StepStatus.Running, startedAt), CancellationToken.None);
 
             material = BuildMaterial(step, upstream);
             var key = material.Key;
@@ -228,9 +227,11 @@ public sealed class StepExecutor(ArtifactStore store, IRunLedger ledger, Executi
     private Artifact ToArtifact(OutputRecord o) => new(o.Digest, o.Kind, o.MediaType, store.ObjectPath(o.Digest), o.Size, o.IsDirectory, o.FileName);
 
     public Task Record(string runId, PlannedStep step, StepResult r, DateTimeOffset? startedAt) =>
-        ledger.UpsertStepAsync(new StepRecord(runId, step.Id, step.Descriptor.Type, step.Descriptor.Version, r.Status, r.CacheKey,
-            r.Material is null ? null : CanonicalJson.Serialize(r.Material.ToJson()), startedAt, DateTimeOffset.UtcNow,
-            r.Duration.TotalMilliseconds, r.Error, r.Outputs, r.CachedFromRunId), CancellationToken.None);
+        ledger.UpsertStepAsync(step.Record(runId, r.Status, startedAt) with
+        {
+            CacheKey = r.CacheKey, KeyMaterial = r.Material is null ? null : CanonicalJson.Serialize(r.Material.ToJson()),
+            EndedAt = DateTimeOffset.UtcNow, DurationMs = r.Duration.TotalMilliseconds, Error = r.Error, Outputs = r.Outputs, CachedFromRunId = r.CachedFromRunId,
+        }, CancellationToken.None);
 
     private static void TryDelete(string dir)
     {

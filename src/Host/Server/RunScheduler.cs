@@ -35,10 +35,11 @@ public sealed class RunScheduler(IRunLedger ledger, InProcessRunner runner, Work
     {
         var plan = Compile(s);
         var runId = RunIds.New();
-        await ledger.CreateRunAsync(new RunRecord(runId, plan.Definition.Name, s.WorkflowFile, s.WorkflowText, s.Overrides, config.ProjectRoot,
-            config.AllowedRoots, kind, origin, RunStatus.Running, DateTimeOffset.UtcNow, null, null), ct);
-        await ledger.UpsertStepsAsync(plan.Steps.Select(step => new StepRecord(runId, step.Id, step.Descriptor.Type, step.Descriptor.Version,
-            StepStatus.Pending, null, null, null, null, null, null, null)).ToList(), ct);
+        await ledger.CreateRunAsync(new RunRecord(
+            Id: runId, WorkflowName: plan.Definition.Name, WorkflowFile: s.WorkflowFile, WorkflowText: s.WorkflowText, Overrides: s.Overrides,
+            BaseDirectory: config.ProjectRoot, AllowedRoots: config.AllowedRoots, Kind: kind, OriginRunId: origin,
+            Status: RunStatus.Running, StartedAt: DateTimeOffset.UtcNow, EndedAt: null, Error: null), ct);
+        await ledger.UpsertStepsAsync(plan.Steps.Select(step => step.Record(runId, StepStatus.Pending)).ToList(), ct);
         await AdvanceAsync(runId, ct);
         return runId;
     }
