@@ -34,10 +34,9 @@ public sealed class Ablation
         }
         Tensor? sum = null;
         Tensor? count = null;
-        for (var start = 0; start < batch.Count; start += batchSize)
+        foreach (var (start, n) in batch.Batches(batchSize))
         {
             using var scope = NewDisposeScope();
-            var n = Math.Min(batchSize, batch.Count - start);
             var (clean, _, mask, _) = batch.Slice(start, n);
             var values = run.SourceValues(clean, mask); // [n, T, F, d]
             var weights = mask.to(values.dtype).unsqueeze(-1).unsqueeze(-1); // [n, T, 1, 1]

@@ -78,11 +78,9 @@ public sealed class AttributeActivity : Activity<AttributeActivity.Input>
             }
             var ablation = Ablation.Prepare(input.Ablation, new CircuitRun(model, graph), batch, input.BatchSize);
             using var total = zeros(graph.NForward, graph.NBackward);
-            for (var start = 0; start < batch.Count; start += input.BatchSize)
+            foreach (var (start, n) in batch.Batches(input.BatchSize, context.CancellationToken))
             {
-                context.CancellationToken.ThrowIfCancellationRequested();
                 using var scope = NewDisposeScope();
-                var n = Math.Min(input.BatchSize, batch.Count - start);
                 var (clean, corrupted, mask, perExample) = batch.Slice(start, n);
                 Tensor Loss(Tensor logits) => perExample(logits).mean().neg();
                 var scores = input.Method switch
@@ -141,11 +139,9 @@ public sealed class AttributeActivity : Activity<AttributeActivity.Input>
         }
         var attribution = new PositionalAttribution(model, graph);
         PositionalScores? total = null;
-        for (var start = 0; start < batch.Count; start += input.BatchSize)
+        foreach (var (start, n) in batch.Batches(input.BatchSize, context.CancellationToken))
         {
-            context.CancellationToken.ThrowIfCancellationRequested();
             using var scope = NewDisposeScope();
-            var n = Math.Min(input.BatchSize, batch.Count - start);
             var (clean, corrupted, mask, perExample) = batch.Slice(start, n);
             var scores = attribution.Score(clean, corrupted, mask, batch.SpanSlice(start, n), logits => perExample(logits).neg());
             if (total is null)

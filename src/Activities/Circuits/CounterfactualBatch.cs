@@ -190,6 +190,19 @@ public sealed class CounterfactualBatch : IDisposable
         return result;
     }
 
+    /// <summary>
+    /// The batches every pass over the pairs walks: (start, count) of at most <paramref name="size"/> pairs each, with
+    /// cancellation checked before each one. The one batching loop of attribution, ablation means and faithfulness.
+    /// </summary>
+    public IEnumerable<(int Start, int Count)> Batches(int size, CancellationToken ct = default)
+    {
+        for (var start = 0; start < Count; start += size)
+        {
+            ct.ThrowIfCancellationRequested();
+            yield return (start, Math.Min(size, Count - start));
+        }
+    }
+
     /// <summary>A slice of the batch (rows [start, start+count)) with its own tensors.</summary>
     public (Tensor Clean, Tensor Corrupted, Tensor Mask, Func<Tensor, Tensor> PerExample) Slice(int start, int count)
     {

@@ -48,11 +48,9 @@ public static class MibFaithfulness
         var emptyPer = new List<float>();
         using var empty = run.EmptyCircuit();
         var masks = circuits.Select(c => c.Circuit.ToTensor()).ToList();
-        for (var start = 0; start < batch.Count; start += settings.BatchSize)
+        foreach (var (start, n) in batch.Batches(settings.BatchSize, ct))
         {
-            ct.ThrowIfCancellationRequested();
             using var scope = NewDisposeScope();
-            var n = Math.Min(settings.BatchSize, batch.Count - start);
             var (clean, corrupted, mask, perExample) = batch.Slice(start, n);
             using var noGrad = no_grad();
             var ablated = ablation.Values(run, clean, corrupted, mask);

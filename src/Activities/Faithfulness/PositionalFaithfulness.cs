@@ -40,11 +40,9 @@ public static class PositionalFaithfulness
         var fullGraphEdges = new double[circuits.Count];
         double mFull = 0, mEmpty = 0;
         var spanLengths = batch.Spans.sum(-1).to(ScalarType.Int32).data<int>().ToArray(); // [N·S]
-        for (var start = 0; start < batch.Count; start += settings.BatchSize)
+        foreach (var (start, n) in batch.Batches(settings.BatchSize, ct))
         {
-            ct.ThrowIfCancellationRequested();
             using var scope = NewDisposeScope();
-            var n = Math.Min(settings.BatchSize, batch.Count - start);
             var (clean, corrupted, mask, perExample) = batch.Slice(start, n);
             var spanMask = batch.SpanSlice(start, n);
             using var noGrad = no_grad();
