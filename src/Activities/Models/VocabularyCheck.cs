@@ -30,12 +30,19 @@ public static class VocabularyCheck
         {
             return;
         }
-        var examples = texts.SelectMany(t => t.Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries))
-            .Where(w => tokenizer.Encode(w) is [var id] && id == unk)
-            .Distinct(StringComparer.Ordinal).Take(5).Select(w => $"\"{(w.Length > 20 ? w[..20] + "…" : w)}\"").ToList();
+        var examples = UnknownWords(tokenizer, texts);
         throw new ActivityException($"{what}: {unknown:N0} of {total:N0} prompt tokens ({(double)unknown / total:P1}) are unknown to this model's tokenizer " +
             $"(at most {MaxUnknownShare:P0} allowed){(examples.Count > 0 ? ", e.g. " + string.Join(", ", examples) : "")}; the data was made for another vocabulary");
     }
+
+    /// <summary>
+    /// Up to <paramref name="max"/> whitespace-separated words of the texts that the tokenizer reads as its unknown
+    /// token, quoted and shortened for a message (none when the tokenizer has no unknown token).
+    /// </summary>
+    public static List<string> UnknownWords(ITextTokenizer tokenizer, IEnumerable<string> texts, int max = 5) =>
+        tokenizer.UnknownId is not { } unk ? [] : texts.SelectMany(t => t.Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries))
+            .Where(w => tokenizer.Encode(w) is [var id] && id == unk)
+            .Distinct(StringComparer.Ordinal).Take(max).Select(w => $"\"{(w.Length > 20 ? w[..20] + "…" : w)}\"").ToList();
 
     /// <summary>An answer word must be one token of the vocabulary, not the unknown token.</summary>
     public static int AnswerToken(ITextTokenizer tokenizer, string word, string where)

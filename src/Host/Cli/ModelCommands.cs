@@ -96,12 +96,9 @@ public static class ModelCommands
                 ? ChatTemplates.Format(family, [new ChatMessage("user", p.GetValue(prompt)!)], p.GetValue(prefill))
                 : p.GetValue(prompt)! + (p.GetValue(prefill) is { Length: > 0 } pre ? " " + pre : "");
             var generator = new TextGenerator(m, tokenizer);
-            var unknown = tokenizer.UnknownId is { } unk
-                ? text.Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries).Where(w => tokenizer.Encode(w) is [var id] && id == unk).Distinct().Take(5).ToList()
-                : [];
-            if (unknown.Count > 0)
+            if (Pipelines.Activities.Models.VocabularyCheck.UnknownWords(tokenizer, [text]) is { Count: > 0 } unknown)
             {
-                return Output.Invalid($"the prompt has words outside this model's vocabulary: {string.Join(", ", unknown.Select(w => $"\"{(w.Length > 20 ? w[..20] + "…" : w)}\""))}");
+                return Output.Invalid($"the prompt has words outside this model's vocabulary: {string.Join(", ", unknown)}");
             }
             var room = generator.Room(text);
             if (room is <= 0)
