@@ -1,9 +1,8 @@
 using Microsoft.Extensions.DependencyInjection;
 using Pipelines.Activities.Circuits;
 using Pipelines.Activities.Data;
-using Pipelines.Activities.Faithfulness;
-using Pipelines.Activities.Models;
-using Pipelines.Activities.Training;
+using Pipelines.Activities.Circuits.Faithfulness;
+using Pipelines.Activities.Model;
 using Pipelines.Activities.Reports;
 using Pipelines.Engine.Activities;
 using Pipelines.Engine.Planning;
@@ -29,15 +28,17 @@ public static class ServiceCollectionExtensions
         services.AddActivity<AttributeActivity>();
         services.AddActivity<FaithfulnessActivity>();
         services.AddActivity<PruneActivity>();
+        services.AddActivity<Schemas.SchemaApplyActivity>();
         services.AddActivity<Schemas.SchemaGenerateActivity>();
         services.AddActivityRegistry();
         // What changes numerics enters every cache key: the libtorch version, dtype and device kind.
         services.AddSingleton(_ => new ExecutionEnvironment()
             .Set("torch", Pipelines.Models.Runtime.TorchRuntime.TorchVersion)
-            // What the activities actually compute in: float32 on the CPU (models load on the CPU; the CUDA path is
-            // issue "Performance"). The key used to take the device from PIPELINES_DEVICE, which nothing obeyed.
+            // What the activities actually compute in: models load as float32 (F16/BF16 weights upcast; a model's own
+            // dtype options are step inputs, so in the key already) onto the runtime's one compute device, whose kind
+            // (cpu or cuda) is resolved here the way the activities resolve it.
             .Set("dtype", "float32")
-            .Set("device", "cpu"));
+            .Set("device", Pipelines.Models.Runtime.TorchRuntime.ComputeDeviceKind()));
         return services;
     }
 }

@@ -2,7 +2,7 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using FluentValidation;
 using Pipelines.Activities.Data;
-using Pipelines.Activities.Models;
+using Pipelines.Activities.Model;
 using Pipelines.Engine.Activities;
 using Pipelines.Models.Runtime;
 using static TorchSharp.torch;

@@ -64,7 +64,7 @@ public sealed class CounterfactualBatch : IDisposable
         var spanRows = new List<Pipelines.Activities.Schemas.SpanApplication>();
         IReadOnlyList<string>? titles = null;
         var prefix = config.DefaultPrependBos && tokenizer.BosId is { } bos ? new List<int> { bos } : [];
-        int Token(string word, int row) => Models.VocabularyCheck.AnswerToken(tokenizer, word, $"dataset, row {row + 1}");
+        int Token(string word, int row) => Model.VocabularyCheck.AnswerToken(tokenizer, word, $"dataset, row {row + 1}");
         var texts = new List<string>();
         var seen = new List<IReadOnlyList<int>>(); // every prompt read, kept or dropped: the unknown-token share is over all of them
         var identical = 0;
@@ -127,7 +127,7 @@ public sealed class CounterfactualBatch : IDisposable
                 incorrect.Add(Token(Field("incorrect"), i));
             }
         }
-        Models.VocabularyCheck.Check(tokenizer, seen, texts, "dataset");
+        Model.VocabularyCheck.Check(tokenizer, seen, texts, "dataset");
         if (cleanIds.Count == 0)
         {
             throw new ActivityException($"no usable pairs: {dropped} dropped because clean and corrupted prompts tokenize to different lengths, " +
@@ -168,8 +168,9 @@ public sealed class CounterfactualBatch : IDisposable
                 mask[r, t] = 1;
             }
         }
-        var result = new CounterfactualBatch(tensor(Pack(cleanIds)), tensor(Pack(corruptIds)), tensor(mask),
-            tensor(cleanIds.Select(r => (long)r.Count - 1).ToArray()), tensor(correct.ToArray()), tensor(incorrect.ToArray()),
+        var device = TorchRuntime.ComputeDevice; // where the models are: the runtime's one compute device
+        var result = new CounterfactualBatch(tensor(Pack(cleanIds), device: device), tensor(Pack(corruptIds), device: device), tensor(mask, device: device),
+            tensor(cleanIds.Select(r => (long)r.Count - 1).ToArray(), device: device), tensor(correct.ToArray(), device: device), tensor(incorrect.ToArray(), device: device),
             labels.Count > 0 ? labels.ToArray() : null, dropped, years) { DroppedIdentical = identical };
         if (titles is not null)
         {
@@ -185,7 +186,7 @@ public sealed class CounterfactualBatch : IDisposable
                 }
             }
             result.SpanTitles = titles;
-            result.Spans = tensor(spans);
+            result.Spans = tensor(spans, device: device);
         }
         return result;
     }
@@ -218,9 +219,9 @@ public sealed class CounterfactualBatch : IDisposable
             {
                 return CircuitRun.LogitDifference(logits, last, correct, incorrect);
             }
-            var rows = arange(Scalars.Int(logits.shape[0]));
-            var probs = F.softmax(logits[rows, last], -1).index_select(1, tensor(years)); // [n, 100]
-            var above = arange(Scalars.Int(100)).unsqueeze(0).gt(tensor(labels.Select(l => (long)l).ToArray()).unsqueeze(1));
+            var rows = arange(Scalars.Int(logits.shape[0]), device: logits.device);
+            var probs = F.softmax(logits[rows, last], -1).index_select(1, tensor(years, device: logits.device)); // [n, 100]
+            var above = arange(Scalars.Int(100), device: logits.device).unsqueeze(0).gt(tensor(labels.Select(l => (long)l).ToArray(), device: logits.device).unsqueeze(1));
             return where(above, probs, probs.neg()).sum(-1);
         }
         return (Clean[range], Corrupted[range], Mask[range], PerExample);
@@ -238,7 +239,7 @@ public sealed class CounterfactualBatch : IDisposable
             throw new ActivityException($"per-position scores need examples of one length; these have {string.Join(", ", lengths.Order())} tokens. Apply a schema (schema.generate) and use positional: spans");
         }
         var width = (int)lengths[0];
-        var spans = zeros(Count, width - first, Clean.shape[1]);
+        var spans = zeros(Count, width - first, Clean.shape[1], device: Clean.device);
         for (var p = first; p < width; p++)
         {
             spans[.., p - first, p] = tensor(1f);

@@ -1,6 +1,6 @@
 using System.Text.Json.Nodes;
 using FluentValidation;
-using Pipelines.Activities.Faithfulness;
+using Pipelines.Activities.Circuits.Faithfulness;
 using Pipelines.Engine.Activities;
 
 namespace Pipelines.Activities.Circuits;

@@ -1,4 +1,4 @@
-using Pipelines.Activities.Training;
+using Pipelines.Activities.Model;
 using Pipelines.Engine.Activities;
 using Pipelines.Models.Training;
 

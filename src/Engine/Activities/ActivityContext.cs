@@ -13,6 +13,19 @@ public sealed class ActivityContext
     public required ActivityDescriptor Descriptor { get; init; }
     /// <summary>A private scratch directory, deleted after the step.</summary>
     public required string WorkDirectory { get; init; }
+
+    /// <summary>
+    /// A durable scratch directory tied to this step's cache key (<c>resume/{key}</c> in the store): it survives a
+    /// kill, a crash and a failed attempt, and is removed once the step completes. A long activity saves its state
+    /// here every so often and, when it finds a save, continues from it instead of starting over. Only the same
+    /// inputs (the same key) ever see a save, so a resumed step computes what an uninterrupted one would.
+    /// </summary>
+    public string ResumeDirectory => _resume ??= ResumeFactory?.Invoke() ?? Directory.CreateDirectory(Path.Combine(WorkDirectory, "resume")).FullName;
+
+    private string? _resume;
+
+    /// <summary>Creates <see cref="ResumeDirectory"/> on first use (set by the executor).</summary>
+    public Func<string>? ResumeFactory { get; init; }
     public CancellationToken CancellationToken { get; init; }
     public IServiceProvider? Services { get; init; }
     public Action<StepProgress>? OnProgress { get; init; }

@@ -33,6 +33,39 @@ public sealed class ArtifactStore
     public string LocksDirectory => Path.Combine(Root, "locks");
     public string RunsDirectory => Path.Combine(Root, "runs");
     public string TempDirectory => Path.Combine(Root, "tmp");
+    /// <summary>Durable per-key scratch (<c>resume/{key}</c>): kept across kills and failures, removed when the step completes.</summary>
+    public string ResumeDirectory => Path.Combine(Root, "resume");
+
+    /// <summary>
+    /// The durable scratch directory of a cache key, created on demand. A step killed or failed part-way finds its
+    /// saved state here when it runs again with the same key; a different key (other inputs) never sees it.
+    /// </summary>
+    public string ResumeDirectoryFor(string key)
+    {
+        if (!Hashing.IsDigest(key))
+        {
+            throw new ArgumentException("not a cache key", nameof(key));
+        }
+        var dir = Path.Combine(ResumeDirectory, key);
+        Directory.CreateDirectory(dir);
+        return dir;
+    }
+
+    /// <summary>Removes a key's durable scratch once its step has completed (its outputs are in the store).</summary>
+    public void DeleteResumeDirectory(string key)
+    {
+        var dir = Path.Combine(ResumeDirectory, key);
+        try
+        {
+            if (Hashing.IsDigest(key) && Directory.Exists(dir))
+            {
+                Directory.Delete(dir, recursive: true);
+            }
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+        }
+    }
 
     public string ObjectPath(string digest) => Path.Combine(ObjectsDirectory, digest[..2], digest);
 

@@ -41,5 +41,8 @@ public static class Hashing
     public static string Any(string path) => System.IO.Directory.Exists(path) ? Directory(path).Digest : File(path);
 
     /// <summary>The short form shown in tables: the first 12 hex digits.</summary>
+    /// <summary>True for a lower-case hex SHA-256 (64 characters): a digest or a cache key, safe as a file name.</summary>
+    public static bool IsDigest(string text) => text.Length == 64 && text.All(c => c is >= '0' and <= '9' or >= 'a' and <= 'f');
+
     public static string Short(string digest) => digest.Length > 12 ? digest[..12] : digest;
 }

@@ -179,6 +179,7 @@ public sealed class StepExecutor(ArtifactStore store, IRunLedger ledger, Executi
                 StepId = step.Id,
                 Descriptor = step.Descriptor,
                 WorkDirectory = scratch,
+                ResumeFactory = () => store.ResumeDirectoryFor(key),
                 CancellationToken = ct,
                 Services = services,
                 OnProgress = p => observer.StepProgress(step.Id, p),
@@ -216,6 +217,7 @@ public sealed class StepExecutor(ArtifactStore store, IRunLedger ledger, Executi
                 });
                 outputs[port.Name] = new OutputRecord(manifest.Digest, port.Kind, port.MediaType, manifest.Size, manifest.FileName, port.IsDirectory);
             }
+            store.DeleteResumeDirectory(key); // completed: its saved state is no longer needed
             return outputs;
         }
         finally

@@ -96,7 +96,7 @@ public static class ModelCommands
                 ? ChatTemplates.Format(family, [new ChatMessage("user", p.GetValue(prompt)!)], p.GetValue(prefill))
                 : p.GetValue(prompt)! + (p.GetValue(prefill) is { Length: > 0 } pre ? " " + pre : "");
             var generator = new TextGenerator(m, tokenizer);
-            if (Pipelines.Activities.Models.VocabularyCheck.UnknownWords(tokenizer, [text]) is { Count: > 0 } unknown)
+            if (Pipelines.Activities.Model.VocabularyCheck.UnknownWords(tokenizer, [text]) is { Count: > 0 } unknown)
             {
                 return Output.Invalid($"the prompt has words outside this model's vocabulary: {string.Join(", ", unknown)}");
             }

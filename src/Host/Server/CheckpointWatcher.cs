@@ -1,6 +1,6 @@
 using Hangfire;
 using Hangfire.Storage;
-using Pipelines.Activities.Models;
+using Pipelines.Activities.Model;
 using Pipelines.Engine.Artifacts;
 using Pipelines.Engine.Definitions;
 using Pipelines.Engine.Ledger;

@@ -53,19 +53,76 @@ public static partial class TorchRuntime
         }
     }
 
+    /// <summary>The libtorch backend this build links: "cpu" (TorchSharp-cpu) or "cuda" (-p:TorchBackend=cuda).</summary>
+#if TORCH_CUDA
+    public static string Backend { get; } = "cuda";
+#else
+    public static string Backend { get; } = "cpu";
+#endif
+
+    private static torch.Device? _compute;
+
+    /// <summary>
+    /// The one device every activity computes on, resolved once per process from <c>PIPELINES_DEVICE</c>
+    /// (<c>auto</c>, the default; <c>cpu</c>; <c>cuda</c> or <c>cuda:N</c>): CUDA when this build links the CUDA backend
+    /// and a GPU answers, else the CPU. Models load onto it and batches are built on it; the cache key records its kind.
+    /// </summary>
+    public static torch.Device ComputeDevice
+    {
+        get
+        {
+            if (_compute is null)
+            {
+                lock (Gate)
+                {
+                    _compute ??= DefaultDevice();
+                }
+            }
+            return _compute;
+        }
+    }
+
+    /// <summary>
+    /// The kind of <see cref="ComputeDevice"/> ("cpu" or "cuda") for cache keys. A CPU-only build answers without
+    /// loading libtorch, so validating a workflow never needs the native library.
+    /// </summary>
+    public static string ComputeDeviceKind()
+    {
+        var want = Requested();
+        if (Backend == "cpu" && !want.StartsWith("cuda", StringComparison.Ordinal))
+        {
+            return "cpu";
+        }
+        return ComputeDevice.type == DeviceType.CUDA ? "cuda" : "cpu";
+    }
+
+    private static string Requested() => (Environment.GetEnvironmentVariable("PIPELINES_DEVICE") ?? "auto").Trim().ToLowerInvariant();
+
     /// <summary>The device to compute on: CUDA when the CUDA backend is present and a GPU answers, else CPU.</summary>
     public static torch.Device DefaultDevice(string? requested = null)
     {
-        EnsureLoaded();
-        var want = (requested ?? Environment.GetEnvironmentVariable("PIPELINES_DEVICE") ?? "auto").ToLowerInvariant();
+        var want = requested?.Trim().ToLowerInvariant() ?? Requested();
+        if (want is not ("auto" or "cpu" or "cuda") && !System.Text.RegularExpressions.Regex.IsMatch(want, @"^cuda:[0-9]{1,2}\z"))
+        {
+            throw new TorchUnavailableException($"PIPELINES_DEVICE=\"{want}\" is not a device: expected auto, cpu, cuda or cuda:N");
+        }
         if (want == "cpu")
         {
             return torch.CPU;
         }
+        if (Backend == "cpu")
+        {
+            if (want != "auto")
+            {
+                throw new TorchUnavailableException($"device \"{want}\" was requested but this build links the CPU backend: build with -p:TorchBackend=cuda");
+            }
+            return torch.CPU;
+        }
+        EnsureLoaded();
         var cuda = torch.cuda.is_available();
         if (want.StartsWith("cuda", StringComparison.Ordinal) && !cuda)
         {
-            throw new TorchUnavailableException($"device \"{want}\" was requested but CUDA is not available: build with -p:TorchBackend=cuda and check the NVIDIA driver");
+            throw new TorchUnavailableException($"device \"{want}\" was requested but CUDA is not available: check the NVIDIA driver");
         }
         return cuda ? new torch.Device(want == "auto" ? "cuda" : want) : torch.CPU;
     }

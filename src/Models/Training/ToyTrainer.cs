@@ -27,6 +27,8 @@ public sealed record ToyTrainingOptions
     public int NHeads { get; init; } = 4;
     public int DMlp { get; init; } = 256;
     public int EvalExamples { get; init; } = 512;
+    /// <summary>With a resume directory: save the training state (weights, AdamW moments, step) every N steps.</summary>
+    public int SaveStateEvery { get; init; } = 100;
 }
 
 /// <summary>Task accuracy and the task metric (IOI: mean logit difference; greater-than: mean probability difference).</summary>
@@ -47,8 +49,13 @@ public static class ToyTrainer
         BosTokenId = 1, PadTokenId = 0,
     };
 
+    /// <summary>
+    /// Trains and saves the model. With <paramref name="resumeDirectory"/> (durable across kills), the state is saved
+    /// there every <see cref="ToyTrainingOptions.SaveStateEvery"/> steps and a later call continues from the last save;
+    /// the batches are a function of (seed, step), so a resumed run ends with the weights of an uninterrupted one.
+    /// </summary>
     public static ToyTrainingResult Train(ToyTrainingOptions o, string modelDirectory, string? checkpointDirectory = null,
-        Action<int, double>? progress = null, CancellationToken ct = default)
+        Action<int, double>? progress = null, CancellationToken ct = default, string? resumeDirectory = null)
     {
         TorchRuntime.EnsureLoaded();
         if (!ToyTasks.Tasks.Contains(o.Task))
@@ -57,24 +64,36 @@ public static class ToyTrainer
         }
         var clock = System.Diagnostics.Stopwatch.StartNew();
         var tokenizer = Tokenizer();
-        return TrainCore(o, modelDirectory, checkpointDirectory, progress, tokenizer, clock, ct);
+        return TrainCore(o, modelDirectory, checkpointDirectory, progress, tokenizer, clock, ct, resumeDirectory);
     }
 
     private static ToyTrainingResult TrainCore(ToyTrainingOptions o, string modelDirectory, string? checkpointDirectory,
-        Action<int, double>? progress, WordLevelTokenizer tokenizer, System.Diagnostics.Stopwatch clock, CancellationToken ct)
+        Action<int, double>? progress, WordLevelTokenizer tokenizer, System.Diagnostics.Stopwatch clock, CancellationToken ct, string? resumeDirectory)
     {
-        using var model = new HookedTransformer(ModelConfig(o)).InitWeights(o.Seed);
+        var saved = resumeDirectory is null ? null : TrainingState.TryRead(resumeDirectory);
+        using var model = saved is null ? new HookedTransformer(ModelConfig(o)).InitWeights(o.Seed) : Checkpoint.Load(saved.Directory);
+        var device = TorchRuntime.ComputeDevice;
+        if (device.type != DeviceType.CPU)
+        {
+            model.to(device);
+        }
         using var optimizer = optim.AdamW(model.parameters(), o.LearningRate, 0.9, 0.98, 1e-8, o.WeightDecay);
+        saved?.LoadOptimizer(optimizer);
+        // With a resume directory, intermediate checkpoints live there too (the step's output directory does not
+        // survive a kill) and move to the output at the end.
+        var checkpointRoot = resumeDirectory is null ? checkpointDirectory : Path.Combine(resumeDirectory, "checkpoints");
         var checkpoints = new List<(int, string)>();
-        double loss = double.NaN;
-        for (var step = 1; step <= o.Steps; step++)
+        double loss = saved?.Loss ?? double.NaN;
+        for (var step = (saved?.Step ?? 0) + 1; step <= o.Steps; step++)
         {
             ct.ThrowIfCancellationRequested();
             using (NewDisposeScope())
             {
                 var batch = ToyTasks.Generate(o.Task, o.BatchSize, o.Seed * 7919 + step);
                 var (tokens, last) = Encode(tokenizer, batch.Select(e => e.Clean).ToList());
-                var targets = tensor(batch.Select(e => (long)tokenizer.TokenToId(e.Correct)!.Value).ToArray());
+                tokens = tokens.to(device);
+                last = last.to(device);
+                var targets = tensor(batch.Select(e => (long)tokenizer.TokenToId(e.Correct)!.Value).ToArray(), device: device);
                 var rate = LearningRateAt(o, step);
                 foreach (var group in optimizer.ParamGroups)
                 {
@@ -92,10 +111,25 @@ public static class ToyTrainer
             {
                 progress?.Invoke(step, loss);
             }
-            if (o.CheckpointEvery > 0 && checkpointDirectory is not null && step % o.CheckpointEvery == 0)
+            if (o.CheckpointEvery > 0 && checkpointRoot is not null && step % o.CheckpointEvery == 0)
+            {
+                Save(model, tokenizer, Path.Combine(checkpointRoot, $"step-{step:D6}"), o, step);
+            }
+            if (resumeDirectory is not null && o.SaveStateEvery > 0 && step % o.SaveStateEvery == 0 && step < o.Steps)
+            {
+                TrainingState.Write(resumeDirectory, model, optimizer, step, loss);
+            }
+        }
+        if (o.CheckpointEvery > 0 && checkpointRoot is not null && checkpointDirectory is not null)
+        {
+            for (var step = o.CheckpointEvery; step <= o.Steps; step += o.CheckpointEvery)
             {
                 var dir = Path.Combine(checkpointDirectory, $"step-{step:D6}");
-                Save(model, tokenizer, dir, o, step);
+                if (checkpointRoot != checkpointDirectory)
+                {
+                    Directory.CreateDirectory(checkpointDirectory);
+                    Directory.Move(Path.Combine(checkpointRoot, $"step-{step:D6}"), dir);
+                }
                 checkpoints.Add((step, dir));
             }
         }

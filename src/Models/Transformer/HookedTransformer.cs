@@ -162,6 +162,12 @@ public sealed class HookedTransformer : nn.Module
         options ??= new ForwardOptions();
         long b = tokens.shape[0], t = tokens.shape[1];
         CheckTokenIds(tokens);
+        if (tokens.device_type != W_E.device_type || tokens.device_index != W_E.device_index)
+        {
+            // Ids built on the CPU for a model on a GPU: move them (and the mask) to where the weights are.
+            tokens = tokens.to(W_E.device);
+            attentionMask = attentionMask?.to(W_E.device);
+        }
         var newMask = attentionMask ?? ones(b, t, dtype: ScalarType.Int64, device: tokens.device);
         var keyMask = cache is null ? newMask : cache.ExtendMask(newMask);
         // Position of each new token = number of real tokens before it (so left padding does not shift positions).

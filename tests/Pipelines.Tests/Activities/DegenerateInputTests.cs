@@ -1,7 +1,7 @@
 using System.Text.Json.Nodes;
 using Pipelines.Activities.Circuits;
-using Pipelines.Activities.Faithfulness;
-using Pipelines.Activities.Models;
+using Pipelines.Activities.Circuits.Faithfulness;
+using Pipelines.Activities.Model;
 using Pipelines.Engine.Activities;
 using Pipelines.Engine.Ledger;
 using Pipelines.Engine.Running;

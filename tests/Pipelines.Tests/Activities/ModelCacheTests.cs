@@ -1,4 +1,4 @@
-using Pipelines.Activities.Models;
+using Pipelines.Activities.Model;
 using Pipelines.Engine.Activities;
 using Pipelines.Models.Checkpoints;
 using Pipelines.Models.Training;

@@ -1,4 +1,4 @@
-using Pipelines.Activities.Faithfulness;
+using Pipelines.Activities.Circuits.Faithfulness;
 
 namespace Pipelines.Tests.Circuits;
 

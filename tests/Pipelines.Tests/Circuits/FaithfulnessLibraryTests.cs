@@ -1,6 +1,6 @@
 using System.Text.Json.Nodes;
 using Pipelines.Activities.Circuits;
-using Pipelines.Activities.Faithfulness;
+using Pipelines.Activities.Circuits.Faithfulness;
 using Pipelines.Models.Tokenizers;
 using Pipelines.Tests.Models;
 

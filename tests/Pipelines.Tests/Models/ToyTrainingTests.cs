@@ -39,7 +39,7 @@ public sealed class ToyTrainingTests(ITestOutputHelper output) : IDisposable
     public void TheActivityDefaultsAreTheTrainersDefaults()
     {
         // The quickstart trains through model.train-toy; the seed test above trains through ToyTrainer directly.
-        var activity = new Pipelines.Activities.Training.TrainToyActivity.Input();
+        var activity = new Pipelines.Activities.Model.TrainToyActivity.Input();
         var trainer = new ToyTrainingOptions();
         Assert.Equal((trainer.Steps, trainer.BatchSize, trainer.LearningRate, trainer.DModel, trainer.NLayers, trainer.NHeads, trainer.DMlp),
             (activity.Steps, activity.BatchSize, activity.LearningRate, activity.DModel, activity.NLayers, activity.NHeads, activity.DMlp));
@@ -85,6 +85,30 @@ public sealed class ToyTrainingTests(ITestOutputHelper output) : IDisposable
         Assert.Equal(File.ReadAllBytes(Path.Combine(_dir, "a-ckpt", "step-000040", "model.safetensors")), File.ReadAllBytes(Path.Combine(_dir, "a", "model.safetensors")));
         var c = ToyTrainer.Train(options with { Seed = 6, CheckpointEvery = 0 }, Path.Combine(_dir, "c"));
         Assert.NotEqual(File.ReadAllBytes(Path.Combine(_dir, "a", "model.safetensors")), File.ReadAllBytes(Path.Combine(_dir, "c", "model.safetensors")));
+    }
+
+    /// <summary>
+    /// A run stopped after its save at step 40 and started again with the same resume directory continues from step
+    /// 41 and ends with the bytes of an uninterrupted run: weights, AdamW moments and the step all survive the save.
+    /// </summary>
+    [Fact]
+    public void TrainingStoppedMidwayResumesFromItsLastSaveToTheSameWeights()
+    {
+        var options = new ToyTrainingOptions { Task = "ioi", Seed = 3, Steps = 60, CheckpointEvery = 30, SaveStateEvery = 20, EvalExamples = 16 };
+        ToyTrainer.Train(options, Path.Combine(_dir, "whole"), Path.Combine(_dir, "whole-ckpt"));
+        var resume = Path.Combine(_dir, "resume");
+        using var stop = new CancellationTokenSource();
+        var steps = new List<int>();
+        Assert.ThrowsAny<OperationCanceledException>(() => ToyTrainer.Train(options, Path.Combine(_dir, "killed"), Path.Combine(_dir, "killed-ckpt"),
+            (step, _) => { steps.Add(step); if (step == 50) { stop.Cancel(); } }, stop.Token, resume));
+        Assert.Equal(40, Pipelines.Models.Training.TrainingState.TryRead(resume)!.Step); // the save before the stop
+        steps.Clear();
+        var resumed = ToyTrainer.Train(options, Path.Combine(_dir, "resumed"), Path.Combine(_dir, "resumed-ckpt"), (step, _) => steps.Add(step), default, resume);
+        Assert.Equal([50, 60], steps); // progress is reported every 50 steps and at the end: it began after 40
+        Assert.Equal(File.ReadAllBytes(Path.Combine(_dir, "whole", "model.safetensors")), File.ReadAllBytes(Path.Combine(_dir, "resumed", "model.safetensors")));
+        Assert.Equal([30, 60], resumed.Checkpoints.Select(c => c.Step));
+        Assert.Equal(File.ReadAllBytes(Path.Combine(_dir, "whole-ckpt", "step-000030", "model.safetensors")),
+            File.ReadAllBytes(Path.Combine(_dir, "resumed-ckpt", "step-000030", "model.safetensors")));
     }
 
     [Fact]

@@ -100,13 +100,21 @@ public sealed class SchemaTests : IDisposable
         return dir;
     }
 
-    private string Workflow(string generatorInputs) => $$"""
+    /// <summary>A workflow around one schema step: <c>"generator": "rules"</c> picks schema.apply, "llm" schema.generate.</summary>
+    private string Workflow(string generatorInputs)
+    {
+        var activity = generatorInputs.Contains("\"generator\": \"rules\"", StringComparison.Ordinal) ? "schema.apply" : "schema.generate";
+        generatorInputs = System.Text.RegularExpressions.Regex.Replace(generatorInputs, @"""generator"": ""(rules|llm)"",?\s*", "");
+        return WorkflowFor(activity, generatorInputs.Trim().Length == 0 ? "\"field\": \"clean\"" : generatorInputs);
+    }
+
+    private string WorkflowFor(string activity, string inputs) => $$"""
         {
           "name": "schema",
           "steps": [
             { "id": "pairs", "activity": "data.toy-task", "inputs": { "task": "ioi", "count": 20, "seed": 3 } },
             { "id": "model", "activity": "model.load", "inputs": { "path": "{{ToyModel()}}" } },
-            { "id": "schema", "activity": "schema.generate", "inputs": { "dataset": { "from": "pairs.dataset" }, "model": { "from": "model.model" }, {{generatorInputs}} } }
+            { "id": "schema", "activity": "{{activity}}", "inputs": { "dataset": { "from": "pairs.dataset" }, "model": { "from": "model.model" }, {{inputs}} } }
           ]
         }
         """;
@@ -295,23 +303,26 @@ public sealed class SchemaTests : IDisposable
     public async Task SettingsReadFromTheEnvironmentArePartOfTheCacheKey()
     {
         // schema.generate falls back to PIPELINES_LLM_ENDPOINT and PIPELINES_LLM_MODEL: changing them must recompute.
-        var rules = $$"""
-            "generator": "rules", "schema": {{IoiSchema}}, "pattern": {{System.Text.Json.JsonSerializer.Serialize(IoiPattern)}}
+        using var llm = new ScriptedLlm();
+        var before = (Environment.GetEnvironmentVariable("PIPELINES_LLM_MODEL"), Environment.GetEnvironmentVariable("PIPELINES_LLM_ENDPOINT"));
+        var fromEnvironment = $$"""
+            "generator": "llm", "schema": {{IoiSchema}}
             """;
-        var before = Environment.GetEnvironmentVariable("PIPELINES_LLM_MODEL");
         try
         {
+            Environment.SetEnvironmentVariable("PIPELINES_LLM_ENDPOINT", llm.Url);
             Environment.SetEnvironmentVariable("PIPELINES_LLM_MODEL", "model-a");
-            var first = await _ws.RunAsync(Workflow(rules));
-            Assert.True(first.Computed > 0);
-            Assert.Equal(0, (await _ws.RunAsync(Workflow(rules))).Computed);
+            var first = await _ws.RunAsync(Workflow(fromEnvironment));
+            Assert.True(first.Status == RunStatus.Succeeded, string.Join("; ", first.Steps.Select(s => s.Error)));
+            Assert.Equal(0, (await _ws.RunAsync(Workflow(fromEnvironment))).Computed);
             Environment.SetEnvironmentVariable("PIPELINES_LLM_MODEL", "model-b");
-            var changed = await _ws.RunAsync(Workflow(rules));
+            var changed = await _ws.RunAsync(Workflow(fromEnvironment));
             Assert.Contains(changed.Steps, s => s.Status == Pipelines.Engine.Ledger.StepStatus.Computed && s.Activity == "schema.generate");
         }
         finally
         {
-            Environment.SetEnvironmentVariable("PIPELINES_LLM_MODEL", before);
+            Environment.SetEnvironmentVariable("PIPELINES_LLM_MODEL", before.Item1);
+            Environment.SetEnvironmentVariable("PIPELINES_LLM_ENDPOINT", before.Item2);
         }
     }
 

@@ -1,10 +1,10 @@
 using Pipelines.Engine.Activities;
 using Pipelines.Models.Checkpoints;
 
-namespace Pipelines.Activities.Models;
+namespace Pipelines.Activities.Model;
 
 /// <summary>Turns a HF checkpoint directory on disk into a Model artifact whose digest is the content of its files.</summary>
-[Activity("model.load", Version = 1, Category = "Models", Summary = "Load a HF checkpoint directory (config.json + safetensors + tokenizer) as a Model")]
+[Activity("model.load", Version = 1, Category = "Model", Summary = "Load a HF checkpoint directory (config.json + safetensors + tokenizer) as a Model")]
 [Output("model", ArtifactKinds.Model, Help = "The checkpoint: config.json, safetensors and tokenizer files", MediaType = "inode/directory", FileName = "model", IsDirectory = true)]
 public sealed class LoadModelActivity : Activity<LoadModelActivity.Input>
 {

@@ -4,7 +4,7 @@ using Pipelines.Engine.Activities;
 using Pipelines.Models.Transformer;
 using static TorchSharp.torch;
 
-namespace Pipelines.Activities.Faithfulness;
+namespace Pipelines.Activities.Circuits.Faithfulness;
 
 /// <summary>PEAP's faithfulness of positional circuits, as a library call (no engine needed).</summary>
 public static class PositionalFaithfulness

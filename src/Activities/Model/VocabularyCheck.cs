@@ -1,7 +1,7 @@
 using Pipelines.Engine.Activities;
 using Pipelines.Models.Tokenizers;
 
-namespace Pipelines.Activities.Models;
+namespace Pipelines.Activities.Model;
 
 /// <summary>
 /// Refuses prompts the model cannot read: when more than <see cref="MaxUnknownShare"/> of their tokens are the

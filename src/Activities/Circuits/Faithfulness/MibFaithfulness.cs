@@ -3,7 +3,7 @@ using Pipelines.Activities.Circuits;
 using Pipelines.Models.Transformer;
 using static TorchSharp.torch;
 
-namespace Pipelines.Activities.Faithfulness;
+namespace Pipelines.Activities.Circuits.Faithfulness;
 
 /// <summary>What a faithfulness evaluation runs: the circuit sizes, how circuits are chosen, and what out-of-circuit edges carry.</summary>
 public sealed record FaithfulnessSettings

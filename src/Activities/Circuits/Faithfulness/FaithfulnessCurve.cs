@@ -1,4 +1,4 @@
-namespace Pipelines.Activities.Faithfulness;
+namespace Pipelines.Activities.Circuits.Faithfulness;
 
 /// <summary>One point of a faithfulness curve: the fraction of edges kept and the circuit's faithfulness.</summary>
 public sealed record CurvePoint(double Fraction, double Faithfulness, long Edges, double Metric);

@@ -2,7 +2,7 @@ using Pipelines.Engine.Activities;
 using Pipelines.Models.Tokenizers;
 using Pipelines.Models.Transformer;
 
-namespace Pipelines.Activities.Models;
+namespace Pipelines.Activities.Model;
 
 /// <summary>
 /// The process-wide model cache: a Model artifact is loaded once per process and lent to one step at a time (hooks

@@ -4,13 +4,13 @@ using FluentValidation;
 using Pipelines.Engine.Activities;
 using Pipelines.Models.Training;
 
-namespace Pipelines.Activities.Training;
+namespace Pipelines.Activities.Model;
 
 /// <summary>The toy tasks, as workflow values.</summary>
 public enum ToyTask { Ioi, GreaterThan }
 
 /// <summary>Trains a small transformer on a toy task with a known solution; saves HF checkpoints.</summary>
-[Activity("model.train-toy", Version = 2, Category = "Training", Resources = ["gpu"], Summary = "Train a small GPT-2-style model on a toy task (IOI or greater-than); deterministic under a seed")]
+[Activity("model.train-toy", Version = 2, Category = "Model", Resources = ["gpu"], Summary = "Train a small GPT-2-style model on a toy task (IOI or greater-than); deterministic under a seed")]
 [Output("model", ArtifactKinds.Model, Help = "The trained model, a HF checkpoint with a word-level tokenizer", MediaType = "inode/directory", FileName = "model", IsDirectory = true)]
 [Output("checkpoints", ArtifactKinds.Model, Help = "Intermediate checkpoints step-NNNNNN/ (empty unless checkpointEvery > 0)", MediaType = "inode/directory", FileName = "checkpoints", IsDirectory = true)]
 [Output("metrics", ArtifactKinds.Json, Help = "Held-out accuracy, task metric and final loss", MediaType = "application/json", FileName = "metrics.json")]
@@ -68,7 +68,8 @@ public sealed class TrainToyActivity : Activity<TrainToyActivity.Input>
             CheckpointEvery = input.CheckpointEvery, DModel = input.DModel, NLayers = input.NLayers, NHeads = input.NHeads, DMlp = input.DMlp,
         };
         var result = ToyTrainer.Train(options, context.OutputDirectory("model"), context.OutputDirectory("checkpoints"),
-            (step, loss) => context.Report((double)step / input.Steps, $"step {step}, loss {loss:F4}"), context.CancellationToken);
+            (step, loss) => context.Report((double)step / input.Steps, $"step {step}, loss {loss:F4}"), context.CancellationToken,
+            resumeDirectory: context.ResumeDirectory); // killed mid-way, the step continues from its last save (every 100 steps)
         var metrics = new JsonObject
         {
             ["task"] = options.Task,

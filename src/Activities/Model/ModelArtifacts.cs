@@ -3,7 +3,7 @@ using Pipelines.Models.Checkpoints;
 using Pipelines.Models.Tokenizers;
 using Pipelines.Models.Transformer;
 
-namespace Pipelines.Activities.Models;
+namespace Pipelines.Activities.Model;
 
 /// <summary>Opening Model artifacts (HF checkpoint directories in the store) with clear errors.</summary>
 public static class ModelArtifacts
@@ -19,7 +19,8 @@ public static class ModelArtifacts
     {
         try
         {
-            var loaded = Checkpoint.Load(model.Path);
+            var device = Pipelines.Models.Runtime.TorchRuntime.ComputeDevice;
+            var loaded = Checkpoint.Load(model.Path, new LoadOptions { Device = device.type == TorchSharp.DeviceType.CPU ? null : device });
             ITextTokenizer? tokenizer;
             try
             {

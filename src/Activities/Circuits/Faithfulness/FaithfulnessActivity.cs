@@ -3,17 +3,17 @@ using FluentValidation;
 using System.Text.Json.Nodes;
 using Pipelines.Activities.Circuits;
 using Pipelines.Activities.Data;
-using Pipelines.Activities.Models;
+using Pipelines.Activities.Model;
 using Pipelines.Engine.Activities;
 using static TorchSharp.torch;
 
-namespace Pipelines.Activities.Faithfulness;
+namespace Pipelines.Activities.Circuits.Faithfulness;
 
 /// <summary>
 /// MIB faithfulness: circuits of the top k % of edges over the grid, each run with out-of-circuit edges patched
 /// from the counterfactual; f = (m(C) − m(∅)) / (m(N) − m(∅)); CPR over the signed ranking, CMD over |score|.
 /// </summary>
-[Activity("circuits.faithfulness", Version = 3, Category = "Faithfulness", Resources = ["gpu"], Summary = "Faithfulness curve, CPR and CMD (MIB) of circuits chosen from edge scores")]
+[Activity("circuits.faithfulness", Version = 3, Category = "Circuits", Resources = ["gpu"], Summary = "Faithfulness curve, CPR and CMD (MIB) of circuits chosen from edge scores")]
 [Output("metrics", ArtifactKinds.Json, Help = "m(N), m(∅), CPR, CMD, both curves and per-example metrics of the full and empty circuits", MediaType = "application/json", FileName = "faithfulness.json")]
 public sealed class FaithfulnessActivity : Activity<FaithfulnessActivity.Input>
 {

@@ -4,10 +4,10 @@ using Pipelines.Activities.Data;
 using Pipelines.Engine.Activities;
 using Pipelines.Models.Training;
 
-namespace Pipelines.Activities.Models;
+namespace Pipelines.Activities.Model;
 
 /// <summary>Task accuracy and logit difference of a model on a dataset of prompts with answers.</summary>
-[Activity("model.evaluate", Version = 1, Category = "Models", Summary = "Task accuracy and logit (or probability) difference of a model on a dataset")]
+[Activity("model.evaluate", Version = 1, Category = "Model", Summary = "Task accuracy and logit (or probability) difference of a model on a dataset")]
 [Output("metrics", ArtifactKinds.Json, Help = "Accuracy, mean metric and the number of examples", MediaType = "application/json", FileName = "metrics.json")]
 public sealed class EvaluateModelActivity : Activity<EvaluateModelActivity.Input>
 {
