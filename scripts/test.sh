@@ -38,9 +38,10 @@ dotnet build Pipelines.sln -c Release -v quiet -nologo
 log=$(mktemp)
 status=0
 if [ "$tier" = fast ]; then
+  dotnet test tests/Pipelines.Engine.Tests -c Release --no-build --nologo 2>&1 | tee -a "$log" || status=1
   dotnet test tests/Pipelines.Tests -c Release --no-build --nologo --filter "Tier!=Slow" 2>&1 | tee -a "$log" || status=1
 else
-  for project in tests/Pipelines.Tests tests/Pipelines.IntegrationTests; do
+  for project in tests/Pipelines.Engine.Tests tests/Pipelines.Tests tests/Pipelines.IntegrationTests; do
     dotnet test "$project" -c Release --no-build --nologo 2>&1 | tee -a "$log" || status=1
   done
 fi

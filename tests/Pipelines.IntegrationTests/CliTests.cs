@@ -1,6 +1,6 @@
 using System.Diagnostics;
 using System.Text.Json.Nodes;
-using Pipelines.Tests.Engine;
+using Pipelines.Tests.Workflow;
 
 namespace Pipelines.IntegrationTests;
 

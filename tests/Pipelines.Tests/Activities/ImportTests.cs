@@ -10,7 +10,7 @@ public sealed class ImportTests : IDisposable
 
     private static string SharedData(string file)
     {
-        var root = Pipelines.Tests.Engine.SchemaTests.RepoRoot();
+        var root = Pipelines.Tests.Workflow.SchemaTests.RepoRoot();
         return Path.GetFullPath(Path.Combine(root, "datasets", file));
     }
 

@@ -13,7 +13,7 @@ public sealed class SchemaTests : IDisposable
     private readonly Workspace _ws = new();
 
     private static string SharedData(string file) =>
-        Path.GetFullPath(Path.Combine(Pipelines.Tests.Engine.SchemaTests.RepoRoot(), "datasets", file));
+        Path.GetFullPath(Path.Combine(Pipelines.Tests.Workflow.SchemaTests.RepoRoot(), "datasets", file));
 
     private static readonly DatasetSchema GreaterThan = new(
         new[] { "Subject", "Duration Verb", "Time Preposition", "Start Year Marker", "Start Year", "Time Connector", "End Year Marker", "End Year" }

@@ -1,4 +1,4 @@
-namespace Pipelines.Tests.Engine;
+namespace Pipelines.Tests.Workflow;
 
 public sealed class QueueTests : IDisposable
 {

@@ -3,7 +3,7 @@ using System.Text;
 using Pipelines.Engine.Artifacts;
 using Pipelines.Engine.Ledger;
 
-namespace Pipelines.Tests.Engine;
+namespace Pipelines.Engine.Tests;
 
 public sealed class StoreTests : IDisposable
 {

@@ -1,4 +1,4 @@
-namespace Pipelines.Tests.Engine;
+namespace Pipelines.Tests.Workflow;
 
 /// <summary>
 /// Kinds of mistakes people make in workflow files. Each must be refused before anything runs, with the JSON path

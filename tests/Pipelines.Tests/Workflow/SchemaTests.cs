@@ -1,7 +1,7 @@
 using System.Text.Json.Nodes;
 using Pipelines.Engine.Schema;
 
-namespace Pipelines.Tests.Engine;
+namespace Pipelines.Tests.Workflow;
 
 public sealed class SchemaTests : IDisposable
 {

@@ -1,6 +1,6 @@
 using Pipelines.Engine.Activities;
 
-namespace Pipelines.Tests.Engine;
+namespace Pipelines.Engine.Tests;
 
 /// <summary>
 /// Test-only activity: waits until <c>parties</c> steps of the same group are running at once. It finishes only if

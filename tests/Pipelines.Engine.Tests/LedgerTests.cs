@@ -1,7 +1,7 @@
 using Pipelines.Engine.Artifacts;
 using Pipelines.Engine.Ledger;
 
-namespace Pipelines.Tests.Engine;
+namespace Pipelines.Engine.Tests;
 
 public sealed class LedgerTests : IDisposable
 {
@@ -15,7 +15,7 @@ public sealed class LedgerTests : IDisposable
             RunKind.Run, null, RunStatus.Running, started, null, null);
         await _ws.Ledger.CreateRunAsync(run);
         var outputs = new Dictionary<string, OutputRecord> { ["dataset"] = new("abc", "Dataset", "application/x-ndjson", 12, "d.jsonl", false) };
-        await _ws.Ledger.UpsertStepAsync(new StepRecord("r1", "load", "data.load-jsonl", 1, StepStatus.Computed, "key", "{}", started, started, 5, null, outputs));
+        await _ws.Ledger.UpsertStepAsync(new StepRecord("r1", "load", "fx.load-jsonl", 1, StepStatus.Computed, "key", "{}", started, started, 5, null, outputs));
         await _ws.Ledger.UpdateRunAsync("r1", RunStatus.Succeeded, started.AddSeconds(1), null);
 
         var read = await _ws.Ledger.GetRunAsync("r1");

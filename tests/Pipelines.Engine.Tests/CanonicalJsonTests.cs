@@ -1,7 +1,7 @@
 using System.Text.Json.Nodes;
 using Pipelines.Engine.Planning;
 
-namespace Pipelines.Tests.Engine;
+namespace Pipelines.Engine.Tests;
 
 public sealed class CanonicalJsonTests
 {

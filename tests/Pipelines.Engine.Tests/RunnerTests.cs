@@ -3,7 +3,7 @@ using System.Collections.Concurrent;
 using Pipelines.Engine.Ledger;
 using Pipelines.Engine.Running;
 
-namespace Pipelines.Tests.Engine;
+namespace Pipelines.Engine.Tests;
 
 public sealed class RunnerTests : IDisposable
 {
@@ -13,10 +13,10 @@ public sealed class RunnerTests : IDisposable
         {
           "name": "branches",
           "steps": [
-            { "id": "good", "activity": "data.load-jsonl", "inputs": { "path": "good.jsonl" } },
-            { "id": "bad", "activity": "data.load-jsonl", "inputs": { "path": "bad.jsonl" } },
-            { "id": "sampleGood", "activity": "data.sample", "inputs": { "dataset": { "from": "good.dataset" }, "count": 5 } },
-            { "id": "sampleBad", "activity": "data.sample", "inputs": { "dataset": { "from": "bad.dataset" }, "count": 5 } }
+            { "id": "good", "activity": "fx.load-jsonl", "inputs": { "path": "good.jsonl" } },
+            { "id": "bad", "activity": "fx.load-jsonl", "inputs": { "path": "bad.jsonl" } },
+            { "id": "sampleGood", "activity": "fx.sample", "inputs": { "dataset": { "from": "good.dataset" }, "count": 5 } },
+            { "id": "sampleBad", "activity": "fx.sample", "inputs": { "dataset": { "from": "bad.dataset" }, "count": 5 } }
           ]
         }
         """;
@@ -57,7 +57,7 @@ public sealed class RunnerTests : IDisposable
     public async Task IndependentStepsRunInParallelWithinTheBound()
     {
         // Two steps that can only finish if they run at the same time.
-        using var barrierSpace = new Workspace(s => s.AddActivity<BarrierActivity>());
+        using var barrierSpace = new Workspace();
         var group = Guid.NewGuid().ToString("N");
         var json = $$"""
             { "name": "parallel", "steps": [

@@ -1,7 +1,7 @@
 using Pipelines.Engine.Ledger;
 using Pipelines.Engine.Running;
 
-namespace Pipelines.Tests.Engine;
+namespace Pipelines.Engine.Tests;
 
 /// <summary>The one set of DAG rules both schedulers call, on every combination of upstream states.</summary>
 public sealed class DagRulesTests : IDisposable

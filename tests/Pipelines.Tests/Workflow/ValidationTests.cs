@@ -1,6 +1,6 @@
 using Pipelines.Engine.Definitions;
 
-namespace Pipelines.Tests.Engine;
+namespace Pipelines.Tests.Workflow;
 
 public sealed class ValidationTests : IDisposable
 {

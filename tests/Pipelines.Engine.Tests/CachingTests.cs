@@ -1,6 +1,6 @@
 using Pipelines.Engine.Ledger;
 
-namespace Pipelines.Tests.Engine;
+namespace Pipelines.Engine.Tests;
 
 public sealed class CachingTests : IDisposable
 {
