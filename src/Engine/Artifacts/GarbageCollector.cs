@@ -91,6 +91,21 @@ public static class GarbageCollector
                 }
             }
         }
+        // Resume saves of steps that never completed: kept a week for a later resume, then removed.
+        if (Directory.Exists(store.ResumeDirectory))
+        {
+            foreach (var dir in Directory.EnumerateDirectories(store.ResumeDirectory).ToList())
+            {
+                if (Directory.GetLastWriteTimeUtc(dir) < DateTime.UtcNow.AddDays(-7))
+                {
+                    scratch++;
+                    if (!dryRun)
+                    {
+                        Directory.Delete(dir, recursive: true);
+                    }
+                }
+            }
+        }
         return new GcReport(kept.Count, keptObjects, removed, bytes, cacheRemoved, runDirs, scratch);
     }
 
