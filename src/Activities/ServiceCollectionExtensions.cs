@@ -28,6 +28,7 @@ public static class ServiceCollectionExtensions
         services.AddActivity<AttributeActivity>();
         services.AddActivity<FaithfulnessActivity>();
         services.AddActivity<PruneActivity>();
+        services.AddActivity<Crawl.CrawlExpandActivity>();
         services.AddActivity<Schemas.SchemaApplyActivity>();
         services.AddActivity<Schemas.SchemaGenerateActivity>();
         services.AddActivityRegistry();

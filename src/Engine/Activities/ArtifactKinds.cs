@@ -11,9 +11,10 @@ public static class ArtifactKinds
     public const string Scores = "Scores";
     public const string Circuit = "Circuit";
     public const string Plot = "Plot";
+    public const string Topics = "Topics";
 
     /// <summary>Every known kind, for the JSON Schema and the designer's colours.</summary>
-    public static readonly IReadOnlyList<string> All = [Dataset, Report, Json, Model, Schema, Scores, Circuit, Plot];
+    public static readonly IReadOnlyList<string> All = [Dataset, Report, Json, Model, Schema, Scores, Circuit, Plot, Topics];
 }
 
 /// <summary>An artifact handed to an activity: an immutable object in the store.</summary>

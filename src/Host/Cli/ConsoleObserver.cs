@@ -13,6 +13,10 @@ namespace Pipelines.Host.Cli;
 public sealed class ConsoleObserver : IRunObserver
 {
     private readonly ConcurrentDictionary<string, ProgressTask> _tasks = new();
+    private readonly ConcurrentDictionary<string, long> _lastLine = new();
+
+    /// <summary>Redirected output: at most one progress line per step this often, so logs show long steps are alive.</summary>
+    public static readonly TimeSpan RedirectedProgressEvery = TimeSpan.FromSeconds(10);
     private readonly bool _verbose;
     private ProgressContext? _progress;
 
@@ -80,10 +84,27 @@ public sealed class ConsoleObserver : IRunObserver
                 task.Description = Label(stepId, $"[yellow]running[/] [grey]{Markup.Escape(m)}[/]");
             }
         }
-        else if (_verbose && progress.Message is { } message)
+        else if (progress.Message is { } message && (_verbose || Due(stepId)))
         {
-            AnsiConsole.MarkupLine($"    [grey]{Markup.Escape(stepId)}: {Markup.Escape(message)}[/]");
+            var percent = progress.Fraction is { } f2 ? $"{Math.Clamp(f2, 0, 1):P0} " : "";
+            AnsiConsole.MarkupLine($"    [grey]{Markup.Escape(stepId)}: {percent}{Markup.Escape(message)}[/]");
         }
+    }
+
+    private bool Due(string stepId)
+    {
+        var now = Environment.TickCount64;
+        var last = _lastLine.GetOrAdd(stepId, now);
+        if (last == now)
+        {
+            return false; // the first report only starts the clock
+        }
+        if (now - last < RedirectedProgressEvery.TotalMilliseconds)
+        {
+            return false;
+        }
+        _lastLine[stepId] = now;
+        return true;
     }
 
     public void StepLog(string stepId, string message)

@@ -9,7 +9,7 @@ public sealed record ChatMessage(string Role, string Content);
 /// </summary>
 public static class ChatTemplates
 {
-    public static readonly IReadOnlyList<string> Families = ["llama3", "llama2", "qwen2", "plain"];
+    public static readonly IReadOnlyList<string> Families = ["llama3", "llama2", "qwen2", "deepseek-r1", "plain"];
 
     /// <summary>The template family for a model type ("llama" assumes Llama 3's format).</summary>
     public static string ForArchitecture(string architecture) => architecture switch
@@ -19,11 +19,22 @@ public static class ChatTemplates
         _ => "plain",
     };
 
-    public static string Format(string family, IReadOnlyList<ChatMessage> messages, string? prefill = null)
+    /// <summary>
+    /// The prompt text of a conversation, ending inside the assistant's turn with <paramref name="prefill"/> so that
+    /// generation continues it. <paramref name="thought"/> (reasoning templates, <c>deepseek-r1</c>): the prefill goes
+    /// inside the opened <c>&lt;think&gt;</c> block; otherwise a reasoning template's thinking is closed first.
+    /// </summary>
+    public static string Format(string family, IReadOnlyList<ChatMessage> messages, string? prefill = null, bool thought = false)
     {
         var p = prefill ?? "";
         switch (family)
         {
+            case "deepseek-r1":
+                // DeepSeek-R1's template (its distills' tokenizer_config.json): the assistant turn opens <think>.
+                var sys = messages.FirstOrDefault(m => m.Role == "system")?.Content ?? "";
+                var r1 = "<｜begin▁of▁sentence｜>" + sys + string.Concat(messages.Where(m => m.Role != "system")
+                    .Select(m => m.Role == "user" ? $"<｜User｜>{m.Content}" : $"<｜Assistant｜>{m.Content}<｜end▁of▁sentence｜>"));
+                return r1 + "<｜Assistant｜><think>\n" + (thought ? p : "\n</think>\n\n" + p);
             case "llama3":
                 var l3 = "<|begin_of_text|>" + string.Concat(messages.Select(m => $"<|start_header_id|>{m.Role}<|end_header_id|>\n\n{m.Content}<|eot_id|>"));
                 return l3 + "<|start_header_id|>assistant<|end_header_id|>\n\n" + p;
