@@ -29,6 +29,9 @@ public static class ServiceCollectionExtensions
         services.AddActivity<FaithfulnessActivity>();
         services.AddActivity<PruneActivity>();
         services.AddActivity<Crawl.CrawlExpandActivity>();
+        services.AddActivity<Crawl.ToyWorldActivity>();
+        services.AddActivity<Crawl.CrawlEvaluateActivity>();
+        services.AddActivity<CrawlReportActivity>();
         services.AddActivity<Schemas.SchemaApplyActivity>();
         services.AddActivity<Schemas.SchemaGenerateActivity>();
         services.AddActivityRegistry();

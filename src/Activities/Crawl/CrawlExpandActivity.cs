@@ -114,7 +114,6 @@ public sealed class CrawlExpandActivity : Activity<CrawlExpandActivity.Input>
                 .WithMessage($"expected one of: {string.Join(", ", Pipelines.Models.Tokenizers.ChatTemplates.Families)}");
             RuleFor(i => i.Endpoint).Must(e => e.Length == 0 || RemoteEndpoints.CheckEndpoint(e) is null).WithMessage(i => RemoteEndpoints.CheckEndpoint(i.Endpoint)!);
             RuleFor(i => i.ApiKeyVariable).Must(v => v.Length == 0 || RemoteEndpoints.CheckKeyVariable(v) is null).WithMessage(i => RemoteEndpoints.CheckKeyVariable(i.ApiKeyVariable)!);
-            RuleFor(i => i.Model).NotNull().When(i => i.Backend == TargetBackend.Local).WithMessage("the local backend needs a Model");
             RuleFor(i => i.Endpoint).NotEmpty().When(i => i.Backend != TargetBackend.Local).WithMessage("a remote backend needs an endpoint");
             RuleFor(i => i.RemoteModel).NotEmpty().When(i => i.Backend != TargetBackend.Local).WithMessage("a remote backend needs the server's model name");
         }

@@ -14,6 +14,9 @@ public static partial class TopicText
     [GeneratedRegex(@"\d+\.\s*(.*?)(?:\n|$)")]
     private static partial Regex NumberedItem();
 
+    [GeneratedRegex(@"\s+\d+\.\s+")]
+    private static partial Regex InlineNumber();
+
     [GeneratedRegex(@"[\u4e00-\u9fff]")]
     private static partial Regex Cjk();
 
@@ -32,14 +35,17 @@ public static partial class TopicText
 
     private static readonly HashSet<string> Connectors = new(StringComparer.Ordinal) { "and", "or", "of", "to", "in", "on", "at" };
 
-    /// <summary>Numbered-list items of a generation, in order, exact duplicates removed, at most <paramref name="max"/>.</summary>
+    /// <summary>
+    /// Numbered-list items of a generation, in order, exact duplicates removed, at most <paramref name="max"/>. The
+    /// paper's per-line pattern, plus one addition: a list written on one line ("1. a 2. b") is split at its numbers,
+    /// as models (and word-level tokenizers, which drop newlines) sometimes write it.
+    /// </summary>
     public static IReadOnlyList<string> Extract(string generation, int max)
     {
         var items = new List<string>();
         var seen = new HashSet<string>(StringComparer.Ordinal);
-        foreach (Match m in NumberedItem().Matches(generation))
+        foreach (var item in NumberedItem().Matches(generation).SelectMany(m => InlineNumber().Split(m.Groups[1].Value)).Select(i => i.Trim()))
         {
-            var item = m.Groups[1].Value.Trim();
             if (item.Length > 0 && seen.Add(item))
             {
                 items.Add(item);

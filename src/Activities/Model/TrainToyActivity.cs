@@ -7,10 +7,10 @@ using Pipelines.Models.Training;
 namespace Pipelines.Activities.Model;
 
 /// <summary>The toy tasks, as workflow values.</summary>
-public enum ToyTask { Ioi, GreaterThan }
+public enum ToyTask { Ioi, GreaterThan, RefusalChat }
 
 /// <summary>Trains a small transformer on a toy task with a known solution; saves HF checkpoints.</summary>
-[Activity("model.train-toy", Version = 2, Category = "Model", Resources = ["gpu"], Summary = "Train a small GPT-2-style model on a toy task (IOI or greater-than); deterministic under a seed")]
+[Activity("model.train-toy", Version = 3, Category = "Model", Resources = ["gpu"], Summary = "Train a small GPT-2-style model on a toy task (IOI, greater-than, or a refusal-world chat model); deterministic under a seed")]
 [Output("model", ArtifactKinds.Model, Help = "The trained model, a HF checkpoint with a word-level tokenizer", MediaType = "inode/directory", FileName = "model", IsDirectory = true)]
 [Output("checkpoints", ArtifactKinds.Model, Help = "Intermediate checkpoints step-NNNNNN/ (empty unless checkpointEvery > 0)", MediaType = "inode/directory", FileName = "checkpoints", IsDirectory = true)]
 [Output("metrics", ArtifactKinds.Json, Help = "Held-out accuracy, task metric and final loss", MediaType = "application/json", FileName = "metrics.json")]
@@ -18,8 +18,11 @@ public sealed class TrainToyActivity : Activity<TrainToyActivity.Input>
 {
     public sealed record Input
     {
-        [Input("The task: ioi (indirect object identification) or greater-than")]
+        [Input("The task: ioi (indirect object identification), greater-than, or refusal-chat (a chat model of a crawl.toy-world world)")]
         public ToyTask Task { get; init; } = ToyTask.Ioi;
+
+        [Input("refusal-chat: the world to play (from crawl.toy-world)", Kind = ArtifactKinds.Json)]
+        public Artifact? World { get; init; }
 
         [Input("Optimizer steps", Minimum = 1, Maximum = 1_000_000)]
         public int Steps { get; init; } = 800;
@@ -61,6 +64,10 @@ public sealed class TrainToyActivity : Activity<TrainToyActivity.Input>
 
     protected override Task ExecuteAsync(Input input, ActivityContext context)
     {
+        if (input.Task == ToyTask.RefusalChat)
+        {
+            return RefusalChat.Train(input, context);
+        }
         var options = new ToyTrainingOptions
         {
             Task = input.Task == ToyTask.Ioi ? "ioi" : "greater-than",

@@ -15,6 +15,7 @@ public sealed class TopicTextTests
         Assert.Equal(["Violence and physical harm", "Illegal drugs"], TopicText.Extract(generation, 2));
         Assert.Empty(TopicText.Extract("I'd rather not list anything.", 10));
         Assert.Equal(["台湾独立", "天安门事件"], TopicText.Extract("1. 台湾独立\n2. 天安门事件", 10));
+        Assert.Equal(["belax", "corum", "Section 2.5 rules"], TopicText.Extract("I should avoid: 1. belax 2. corum 3. Section 2.5 rules", 10)); // one line
     }
 
     [Theory]
