@@ -4,7 +4,7 @@ using Pipelines.Models.Checkpoints;
 namespace Pipelines.Activities.Model;
 
 /// <summary>Turns a HF checkpoint directory on disk into a Model artifact whose digest is the content of its files.</summary>
-[Activity("model.load", Version = 1, Category = "Model", Summary = "Load a HF checkpoint directory (config.json + safetensors + tokenizer) as a Model")]
+[Activity("model.load", Version = 2, Category = "Model", Summary = "Load a HF checkpoint directory (config.json + safetensors + tokenizer) as a Model, optionally quantized (bf16, int8, int4)")]
 [Output("model", ArtifactKinds.Model, Help = "The checkpoint: config.json, safetensors and tokenizer files", MediaType = "inode/directory", FileName = "model", IsDirectory = true)]
 public sealed class LoadModelActivity : Activity<LoadModelActivity.Input>
 {
@@ -12,6 +12,9 @@ public sealed class LoadModelActivity : Activity<LoadModelActivity.Input>
     {
         [Input("The checkpoint directory (config.json with model.safetensors or a sharded index)", IsPath = true, PathKind = PathKind.Directory)]
         public required string Path { get; init; }
+
+        [Input("Deploy precision of the linear weights: none, bf16, int8 (per-row absmax, as bitsandbytes' 8-bit loading without outliers) or int4 (absmax per group of 64); stored dequantized, computed in float32")]
+        public Pipelines.Models.Transformer.Quantization Quantize { get; init; } = Pipelines.Models.Transformer.Quantization.None;
     }
 
     protected override Task ExecuteAsync(Input input, ActivityContext context)
@@ -56,8 +59,26 @@ public sealed class LoadModelActivity : Activity<LoadModelActivity.Input>
         var (model, tokenizer) = ModelArtifacts.Open(new Artifact("", ArtifactKinds.Model, "inode/directory", output, 0, true, "model"));
         using (model)
         {
+            if (input.Quantize != Pipelines.Models.Transformer.Quantization.None)
+            {
+                Quantized(model, output, input.Quantize);
+            }
             context.Log($"{model.Config.Architecture}: {model.Config.NLayers} layers, d_model {model.Config.DModel}, {model.Config.ParameterCount():N0} parameters, tokenizer {tokenizer.Kind}");
         }
         return Task.CompletedTask;
+    }
+
+    /// <summary>Rewrites the artifact's weights at the deployed precision (one model.safetensors), marked in config.json.</summary>
+    private static void Quantized(Pipelines.Models.Transformer.HookedTransformer model, string output, Pipelines.Models.Transformer.Quantization q)
+    {
+        Pipelines.Models.Transformer.WeightQuantization.Apply(model, q);
+        foreach (var shard in Directory.GetFiles(output, "*.safetensors").Append(System.IO.Path.Combine(output, Checkpoint.IndexFile)).Where(File.Exists))
+        {
+            File.Delete(shard);
+        }
+        Checkpoint.Save(model, output, new System.Text.Json.Nodes.JsonObject
+        {
+            ["pipelines_quantization"] = System.Text.Json.JsonNamingPolicy.KebabCaseLower.ConvertName(q.ToString()),
+        });
     }
 }
