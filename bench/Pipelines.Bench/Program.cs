@@ -29,6 +29,10 @@ public static class Program
         {
             return ServerBench.Run(args);
         }
+        if (args.FirstOrDefault() == "crawl")
+        {
+            return CrawlBench.Run(args.Skip(1).ToArray());
+        }
         if (args.FirstOrDefault() == "attribution")
         {
             return AttributionBench.Run(args.Skip(1).ToArray());
