@@ -90,6 +90,12 @@ public sealed class CrawlExpandActivity : Activity<CrawlExpandActivity.Input>
         [Input("Refusal check: new tokens per written request and per answer", Minimum = 1, Maximum = 8192)]
         public int RefusalTokens { get; init; } = 100;
 
+        [Input("Refusal check: an LLM judge after the patterns, through an OpenAI-compatible endpoint (empty: patterns only)")]
+        public string JudgeEndpoint { get; init; } = "";
+
+        [Input("Refusal check: the judge's model name")]
+        public string JudgeModel { get; init; } = "";
+
         [Input("Budget: prompts sent to the target, crawl and refusal checks alike (0: unlimited)", Minimum = 0)]
         public long MaxPrompts { get; init; }
 
@@ -115,6 +121,8 @@ public sealed class CrawlExpandActivity : Activity<CrawlExpandActivity.Input>
             RuleFor(i => i.Endpoint).Must(e => e.Length == 0 || RemoteEndpoints.CheckEndpoint(e) is null).WithMessage(i => RemoteEndpoints.CheckEndpoint(i.Endpoint)!);
             RuleFor(i => i.ApiKeyVariable).Must(v => v.Length == 0 || RemoteEndpoints.CheckKeyVariable(v) is null).WithMessage(i => RemoteEndpoints.CheckKeyVariable(i.ApiKeyVariable)!);
             RuleFor(i => i.Endpoint).NotEmpty().When(i => i.Backend != TargetBackend.Local).WithMessage("a remote backend needs an endpoint");
+            RuleFor(i => i.JudgeEndpoint).Must(e => e.Length == 0 || RemoteEndpoints.CheckEndpoint(e) is null).WithMessage(i => RemoteEndpoints.CheckEndpoint(i.JudgeEndpoint)!);
+            RuleFor(i => i.JudgeModel).NotEmpty().When(i => i.JudgeEndpoint.Length > 0).WithMessage("the judge needs a model name");
             RuleFor(i => i.RemoteModel).NotEmpty().When(i => i.Backend != TargetBackend.Local).WithMessage("a remote backend needs the server's model name");
         }
     }
@@ -128,7 +136,9 @@ public sealed class CrawlExpandActivity : Activity<CrawlExpandActivity.Input>
         using var embedder = CrawlSetup.Embedder(input, lease, ct);
         var options = Options(input);
         var threshold = input.EmbeddingThreshold > 0 ? input.EmbeddingThreshold : CrawlSetup.MiniLmThreshold;
-        var refusal = new RefusalChecker(target, options.RefusalSamples, options.RefusalThreshold, options.QueryTokens, options.AnswerTokens, options.RefusalTemperature);
+        using var judgeTarget = input.JudgeEndpoint.Length == 0 ? null : CrawlSetup.Judge(input);
+        var refusal = new RefusalChecker(target, options.RefusalSamples, options.RefusalThreshold, options.QueryTokens, options.AnswerTokens, options.RefusalTemperature,
+            judgeTarget is null ? null : new ChatRefusalJudge(judgeTarget));
         var crawler = new Crawler(target, options, new TopicDeduplicator(input.Dedup, threshold), embedder, refusal)
         {
             OnStep = s => context.Report((double)(s.Step + 1) / options.Steps,

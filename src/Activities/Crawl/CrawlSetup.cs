@@ -65,6 +65,13 @@ public static class CrawlSetup
         }
     }
 
+    /// <summary>The refusal judge: an OpenAI-compatible chat endpoint, its key from the same allow-listed variable.</summary>
+    public static ICrawlTarget Judge(CrawlExpandActivity.Input input)
+    {
+        var variable = KeyVariable(TargetBackend.Openai, input.Backend == TargetBackend.Openai ? input.ApiKeyVariable : "");
+        return new OpenAiCrawlTarget(Http(input.Concurrency), Endpoint(input.JudgeEndpoint, "judgeEndpoint"), input.JudgeModel, Key(variable), variable, "chat", "plain");
+    }
+
     private static string Remote(CrawlExpandActivity.Input input) => input.RemoteModel.Length > 0 ? input.RemoteModel
         : throw new ActivityException("inputs.remoteModel: a remote backend needs the server's model name");
 

@@ -120,10 +120,11 @@ public sealed class HiddenStateEmbedder(HookedTransformer model, ITextTokenizer 
                 continue;
             }
             ids = ids.Take(model.Config.NCtx).ToList();
-            Tensor? final = null;
+            // Written into a tensor of this scope: what a hook creates belongs to the forward's own dispose scope.
+            var final = zeros(1, ids.Count, model.Config.DModel, dtype: model.W_E.dtype, device: model.W_E.device);
             var name = HookNames.ResidPost(model.Config.NLayers - 1);
-            model.RunWithHooks(tensor(ids.ToArray(), device: model.W_E.device).unsqueeze(0), [(name, (a, _) => { final = a.detach().clone(); return null; })]);
-            var pooled = final!.squeeze(0).mean([0]).to(ScalarType.Float32).cpu();
+            model.RunWithHooks(tensor(ids.ToArray(), device: model.W_E.device).unsqueeze(0), [(name, (a, _) => { final.copy_(a.detach()); return null; })]);
+            var pooled = final.squeeze(0).mean([0]).to(ScalarType.Float32).cpu();
             result.Add(Vectors.Unit(pooled.data<float>().ToArray()));
         }
         return result;
