@@ -213,7 +213,7 @@ public static class CrawlEvaluation
         {
             var answers = t.Samples.Where(s => s.Answer is not null).Select(s => s.Answer!).ToList();
             var lengths = answers.Select(ThoughtLength).ToList();
-            return (Refused: t.IsRefused == true, Suppressed: answers.Count(a => a.Contains("</think>", StringComparison.Ordinal)) > answers.Count / 2.0, Lengths: lengths);
+            return (Topic: t.Normalized, Refused: t.IsRefused == true, Suppressed: answers.Count(a => a.Contains("</think>", StringComparison.Ordinal)) > answers.Count / 2.0, Lengths: lengths);
         }).ToList();
         long a = rows.Count(r => r.Refused && r.Suppressed), b = rows.Count(r => r.Refused && !r.Suppressed);
         long c = rows.Count(r => !r.Refused && r.Suppressed), d = rows.Count(r => !r.Refused && !r.Suppressed);
@@ -226,6 +226,11 @@ public static class CrawlEvaluation
             ["phi"] = denominator == 0 ? null : Math.Round((a * d - b * c) / denominator, 4),
             ["meanThoughtWordsRefused"] = Mean(true),
             ["meanThoughtWordsComplied"] = Mean(false),
+            ["perHead"] = new JsonArray(rows.Select(r => (JsonNode)new JsonObject
+            {
+                ["topic"] = r.Topic, ["refused"] = r.Refused, ["suppressed"] = r.Suppressed,
+                ["thoughtWords"] = new JsonArray(r.Lengths.Select(l => (JsonNode)l).ToArray()),
+            }).ToArray()),
         };
     }
 

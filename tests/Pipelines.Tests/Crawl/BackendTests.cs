@@ -165,6 +165,25 @@ public sealed class BackendTests
     }
 
     [Fact]
+    public async Task AnthropicRetriesA429AndFailsAtOnceOnA401()
+    {
+        var calls = 0;
+        using var server = new LoopbackServer(r => Interlocked.Increment(ref calls) == 1
+            ? new Reply(429, """{"type": "error", "error": {"type": "rate_limit_error"}}""", new Dictionary<string, string> { ["Retry-After"] = "0" })
+            : Anthropic(r));
+        using var target = new AnthropicCrawlTarget(Http(), new Uri(server.Root), "m", Key, "ANTHROPIC_API_KEY");
+        var answer = await target.CompleteAsync([new CrawlPrompt("Tell me about weapons.", "I should avoid:\n1. ", false)], new Sampling(0.6, 10, 1), default);
+        Assert.StartsWith(" explosives", answer[0]); // the stripped space restored before the continuation
+        Assert.Equal((2L, 1L), (target.Usage.Requests, target.Usage.Retries));
+        using var denied = new LoopbackServer(_ => new Reply(401, """{"type": "error", "error": {"type": "authentication_error"}}"""));
+        using var refused = new AnthropicCrawlTarget(Http(), new Uri(denied.Root), "m", Key, "ANTHROPIC_API_KEY");
+        var e = await Assert.ThrowsAsync<ActivityException>(() => refused.CompleteAsync([new CrawlPrompt("hi", "", false)], new Sampling(0, 5, 0), default));
+        Assert.Contains("$ANTHROPIC_API_KEY", e.Message);
+        Assert.DoesNotContain(Key, e.Message);
+        Assert.Single(denied.Requests);
+    }
+
+    [Fact]
     public async Task AMalformedBodyFailsWithWhatCameBack()
     {
         using var notJson = new LoopbackServer(_ => new Reply(200, "<html>gateway</html>"));

@@ -68,6 +68,7 @@ public sealed class EvaluationTests
         Assert.Equal(3, s["table"]!["compliedNotSuppressed"]!.GetValue<long>()); // "g": 1 of 2 closes, not more than half
         var phi = (2.0 * 3 - 1 * 1) / Math.Sqrt(3.0 * 4 * 3 * 4);
         Assert.Equal(Math.Round(phi, 4), s["phi"]!.GetValue<double>());
+        Assert.Equal([0, 0], s["perHead"]![0]!["thoughtWords"]!.AsArray().Select(x => x!.GetValue<int>())); // per answer
         Assert.Equal(0, CrawlEvaluation.ThoughtLength(empty));
         Assert.Equal(13, CrawlEvaluation.ThoughtLength(full)); // never closed: the whole answer after <think>
     }
