@@ -53,41 +53,16 @@ public static class ChatTrainer
         using var model = saved is null
             ? new HookedTransformer(ModelConfig(o, tokenizer.Vocabulary.Count, tokenizer)).InitWeights(o.Seed)
             : Checkpoint.Load(saved.Directory);
-        var device = TorchRuntime.ComputeDevice;
-        if (device.type != DeviceType.CPU)
+        var schedule = new ToyTrainingOptions
         {
-            model.to(device);
-        }
-        using var optimizer = optim.AdamW(model.parameters(), o.LearningRate, 0.9, 0.98, 1e-8, o.WeightDecay);
-        saved?.LoadOptimizer(optimizer);
-        var loss = saved?.Loss ?? double.NaN;
-        var schedule = new ToyTrainingOptions { Steps = o.Steps, LearningRate = o.LearningRate, WarmupSteps = o.WarmupSteps, FinalLearningRateFraction = o.FinalLearningRateFraction };
-        for (var step = (saved?.Step ?? 0) + 1; step <= o.Steps; step++)
+            Steps = o.Steps, LearningRate = o.LearningRate, WeightDecay = o.WeightDecay, WarmupSteps = o.WarmupSteps, FinalLearningRateFraction = o.FinalLearningRateFraction,
+        };
+        var loss = TrainingLoop.Run(model, saved, schedule, o.SaveStateEvery, (step, device) =>
         {
-            ct.ThrowIfCancellationRequested();
-            using (NewDisposeScope())
-            {
-                var (tokens, targets) = Encode(tokenizer, batchAt(step), o.NCtx);
-                foreach (var group in optimizer.ParamGroups)
-                {
-                    group.LearningRate = ToyTrainer.LearningRateAt(schedule, step);
-                }
-                optimizer.zero_grad();
-                var logits = model.Forward(tokens.to(device));
-                var l = F.cross_entropy(logits.reshape(-1, logits.shape[2]), targets.to(device).reshape(-1), ignore_index: -100);
-                l.backward();
-                optimizer.step();
-                loss = l.item<float>();
-            }
-            if (step % 50 == 0 || step == o.Steps)
-            {
-                progress?.Invoke(step, loss);
-            }
-            if (resumeDirectory is not null && o.SaveStateEvery > 0 && step % o.SaveStateEvery == 0 && step < o.Steps)
-            {
-                TrainingState.Write(resumeDirectory, model, optimizer, step, loss);
-            }
-        }
+            var (tokens, targets) = Encode(tokenizer, batchAt(step), o.NCtx);
+            var logits = model.Forward(tokens.to(device));
+            return F.cross_entropy(logits.reshape(-1, logits.shape[2]), targets.to(device).reshape(-1), ignore_index: -100);
+        }, progress, null, resumeDirectory, ct);
         Checkpoint.Save(model, modelDirectory);
         tokenizer.Save(Path.Combine(modelDirectory, "tokenizer.json"), specialTokens);
         return loss;

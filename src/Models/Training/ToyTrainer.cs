@@ -72,54 +72,27 @@ public static class ToyTrainer
     {
         var saved = resumeDirectory is null ? null : TrainingState.TryRead(resumeDirectory);
         using var model = saved is null ? new HookedTransformer(ModelConfig(o)).InitWeights(o.Seed) : Checkpoint.Load(saved.Directory);
-        var device = TorchRuntime.ComputeDevice;
-        if (device.type != DeviceType.CPU)
-        {
-            model.to(device);
-        }
-        using var optimizer = optim.AdamW(model.parameters(), o.LearningRate, 0.9, 0.98, 1e-8, o.WeightDecay);
-        saved?.LoadOptimizer(optimizer);
         // With a resume directory, intermediate checkpoints live there too (the step's output directory does not
         // survive a kill) and move to the output at the end.
         var checkpointRoot = resumeDirectory is null ? checkpointDirectory : Path.Combine(resumeDirectory, "checkpoints");
         var checkpoints = new List<(int, string)>();
-        double loss = saved?.Loss ?? double.NaN;
-        for (var step = (saved?.Step ?? 0) + 1; step <= o.Steps; step++)
+        var loss = TrainingLoop.Run(model, saved, o, o.SaveStateEvery, (step, device) =>
         {
-            ct.ThrowIfCancellationRequested();
-            using (NewDisposeScope())
-            {
-                var batch = ToyTasks.Generate(o.Task, o.BatchSize, o.Seed * 7919 + step);
-                var (tokens, last) = Encode(tokenizer, batch.Select(e => e.Clean).ToList());
-                tokens = tokens.to(device);
-                last = last.to(device);
-                var targets = tensor(batch.Select(e => (long)tokenizer.TokenToId(e.Correct)!.Value).ToArray(), device: device);
-                var rate = LearningRateAt(o, step);
-                foreach (var group in optimizer.ParamGroups)
-                {
-                    group.LearningRate = rate;
-                }
-                optimizer.zero_grad();
-                var logits = model.Forward(tokens);
-                var final = logits.gather(1, last.view(-1, 1, 1).expand(-1, 1, logits.shape[2])).squeeze(1);
-                var l = F.cross_entropy(final, targets);
-                l.backward();
-                optimizer.step();
-                loss = l.item<float>();
-            }
-            if (step % 50 == 0 || step == o.Steps)
-            {
-                progress?.Invoke(step, loss);
-            }
+            var batch = ToyTasks.Generate(o.Task, o.BatchSize, o.Seed * 7919 + step);
+            var (tokens, last) = Encode(tokenizer, batch.Select(e => e.Clean).ToList());
+            tokens = tokens.to(device);
+            last = last.to(device);
+            var targets = tensor(batch.Select(e => (long)tokenizer.TokenToId(e.Correct)!.Value).ToArray(), device: device);
+            var logits = model.Forward(tokens);
+            var final = logits.gather(1, last.view(-1, 1, 1).expand(-1, 1, logits.shape[2])).squeeze(1);
+            return F.cross_entropy(final, targets);
+        }, progress, step =>
+        {
             if (o.CheckpointEvery > 0 && checkpointRoot is not null && step % o.CheckpointEvery == 0)
             {
                 Save(model, tokenizer, Path.Combine(checkpointRoot, $"step-{step:D6}"), o, step);
             }
-            if (resumeDirectory is not null && o.SaveStateEvery > 0 && step % o.SaveStateEvery == 0 && step < o.Steps)
-            {
-                TrainingState.Write(resumeDirectory, model, optimizer, step, loss);
-            }
-        }
+        }, resumeDirectory, ct);
         if (o.CheckpointEvery > 0 && checkpointRoot is not null && checkpointDirectory is not null)
         {
             for (var step = o.CheckpointEvery; step <= o.Steps; step += o.CheckpointEvery)
