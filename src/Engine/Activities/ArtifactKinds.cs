@@ -13,8 +13,11 @@ public static class ArtifactKinds
     public const string Plot = "Plot";
     public const string Topics = "Topics";
 
+    /// <summary>A directory of checkpoints (step-NNNNNN folders): not a Model, so it never stands in for one.</summary>
+    public const string Checkpoints = "Checkpoints";
+
     /// <summary>Every known kind, for the JSON Schema and the designer's colours.</summary>
-    public static readonly IReadOnlyList<string> All = [Dataset, Report, Json, Model, Schema, Scores, Circuit, Plot, Topics];
+    public static readonly IReadOnlyList<string> All = [Dataset, Report, Json, Model, Schema, Scores, Circuit, Plot, Topics, Checkpoints];
 }
 
 /// <summary>An artifact handed to an activity: an immutable object in the store.</summary>

@@ -109,27 +109,15 @@ public static class RunCommands
             var options = Options(original) with { Kind = RunKind.Reproduce, OriginRunId = original.Id, UseCache = false };
             var observer = new ConsoleObserver(p.GetValue(g.Verbose));
             var result = await observer.ShowAsync(() => services.Runner.RunAsync(plan, options, observer, ct));
-            var before = (await services.Ledger.GetStepsAsync(original.Id, ct)).ToDictionary(s => s.StepId);
+            var rows = Reproduction.Compare(await services.Ledger.GetStepsAsync(original.Id, ct), await services.Ledger.GetStepsAsync(result.RunId, ct));
             var table = new Table().Title($"reproduce {original.Id} → {result.RunId}")
                 .AddColumns("Step", "Output", "Original", "Reproduced", "Match");
-            var mismatches = 0;
-            foreach (var step in result.Steps)
+            var mismatches = rows.Count(r => !r.Match);
+            foreach (var r in rows)
             {
-                var old = before.GetValueOrDefault(step.StepId)?.Outputs ?? new Dictionary<string, OutputRecord>();
-                foreach (var port in old.Keys.Union(step.Outputs.Keys).Order())
-                {
-                    var a = old.GetValueOrDefault(port)?.Digest;
-                    var b = step.Outputs.GetValueOrDefault(port)?.Digest;
-                    var match = a is not null && a == b;
-                    mismatches += match ? 0 : 1;
-                    table.AddRow(Markup.Escape(step.StepId), Markup.Escape(port), a is null ? "[grey]—[/]" : Hashing.Short(a),
-                        b is null ? "[grey]—[/]" : Hashing.Short(b), match ? "[green]✔ equal[/]" : "[red]✘ MISMATCH[/]");
-                }
-                if (step.Outputs.Count == 0 && !old.Any())
-                {
-                    mismatches++;
-                    table.AddRow(Markup.Escape(step.StepId), "", "[grey]—[/]", "[grey]—[/]", $"[red]✘ {Markup.Escape(step.Status.ToString().ToLowerInvariant())}[/]");
-                }
+                table.AddRow(Markup.Escape(r.StepId), Markup.Escape(r.Output ?? ""), r.Original is null ? "[grey]—[/]" : Hashing.Short(r.Original),
+                    r.Reproduced is null ? "[grey]—[/]" : Hashing.Short(r.Reproduced),
+                    r.Match ? "[green]✔ equal[/]" : r.Output is null ? $"[red]✘ {Markup.Escape(r.ReproducedStatus)}[/]" : "[red]✘ MISMATCH[/]");
             }
             AnsiConsole.Write(table);
             if (result.Status != RunStatus.Succeeded)

@@ -25,7 +25,7 @@ public static class ServerApp
             o.SerializerOptions.Converters.Add(new System.Text.Json.Serialization.JsonStringEnumConverter(System.Text.Json.JsonNamingPolicy.KebabCaseLower));
         });
         builder.Services.AddPipelinesServer(config);
-        builder.Services.AddOpenApi();
+        builder.Services.AddOpenApi(OpenApiDocs.Configure);
         builder.Services.AddSingleton(new ApiKeys(apiKey));
         var app = builder.Build();
         var keys = app.Services.GetRequiredService<ApiKeys>();
@@ -41,7 +41,7 @@ public static class ServerApp
         app.MapHangfireDashboard("/hangfire", new DashboardOptions
         {
             Authorization = [new ApiKeys.DashboardFilter(keys)],
-            DisplayNameFunc = (_, job) => job.Args.Count >= 2 ? $"run {job.Args[0]} / step {job.Args[1]}" : job.Method.Name,
+            DisplayNameFunc = (_, job) => JobNames.Display(job),
         });
         CheckpointWatcher.Sync(app.Services.GetRequiredService<IRecurringJobManager>(), app.Services.GetRequiredService<JobStorage>(), config, Console.Error.WriteLine);
         return app;

@@ -1,37 +1,56 @@
 import { Handle, Position } from '@xyflow/react';
-import { artifactInputs, colorOf } from './graph.js';
+import { artifactInputs, colorOf, valueInputs } from './graph.js';
+import { categoryOf } from './icons.js';
+import { clock, duration, short } from './format.js';
 
-const statusText = { pending: 'pending', queued: 'queued', running: 'running', computed: 'done', cached: 'cached', failed: 'failed', skipped: 'skipped', cancelled: 'cancelled' };
+const statusText = { pending: 'pending', queued: 'queued', running: 'running', computed: 'computed', cached: 'cached', failed: 'failed', skipped: 'skipped', cancelled: 'cancelled' };
+const ROW = 24, TOP = 58;
 
-/** A step: typed input ports on the left, outputs on the right, coloured by artifact kind; live status below. */
+/**
+ * A step: typed input ports on the left, outputs on the right, coloured by artifact kind (list inputs are square);
+ * the category's icon and colour; the values set on it; its live status, progress text and clock below. While a
+ * connection is dragged, ports that can take it light up and the others fade.
+ */
 export default function StepNode({ id, data, selected }) {
-  const { step, descriptor, status, invalid } = data;
+  const { step, descriptor, status, invalid, connecting, now } = data;
   const inputs = descriptor ? artifactInputs(descriptor) : [];
   const outputs = descriptor?.outputs ?? [];
   const rows = Math.max(inputs.length, outputs.length, 1);
+  const { icon: Icon, color } = categoryOf(descriptor?.category);
+  const values = descriptor ? valueInputs(descriptor).filter((p) => step.inputs?.[p.name] !== undefined).slice(0, 3) : [];
+  const match = (kind, type) => (connecting ? (connecting.kind === kind && connecting.handleType !== type ? 'compatible' : 'incompatible') : '');
   return (
-    <div className={`step ${selected ? 'selected' : ''} ${invalid ? 'invalid' : ''} status-${status?.status ?? 'none'}`} data-testid={`node-${id}`} style={{ minHeight: 54 + rows * 22 }}>
-      <div className="step-title">{id}</div>
+    <div className={`step ${selected ? 'selected' : ''} ${invalid ? 'invalid' : ''} status-${status?.status ?? 'none'}`} data-testid={`node-${id}`}
+      style={{ minHeight: TOP + rows * ROW + (values.length ? 18 : 0), borderTopColor: color }}>
+      <div className="step-head" style={{ color }}><Icon size={14} /><span className="step-title">{id}</span></div>
       <div className="step-type">{step.activity}</div>
       {inputs.map((p, k) => (
         <div key={p.name}>
           <Handle type="target" position={Position.Left} id={p.name} data-testid={`in-${id}-${p.name}`}
-            style={{ top: 52 + k * 22, background: colorOf(p.type.artifactKind) }} title={`${p.name}: ${p.type.artifactKind}${p.type.isList ? '[]' : ''}`} />
-          <span className="port in" style={{ top: 45 + k * 22 }}>{p.name}</span>
+            className={`${p.type.isList ? 'list' : ''} ${match(p.type.artifactKind, 'target')}`}
+            style={{ top: TOP + k * ROW, background: colorOf(p.type.artifactKind) }} title={`${p.name}: ${p.type.artifactKind}${p.type.isList ? ' (list: takes several)' : ''}`} />
+          <span className="port in" style={{ top: TOP - 8 + k * ROW }}>{p.name}{p.type.isList ? ' [ ]' : ''}</span>
         </div>
       ))}
       {outputs.map((o, k) => (
         <div key={o.name}>
-          <Handle type="source" position={Position.Right} id={o.name} data-testid={`out-${id}-${o.name}`}
-            style={{ top: 52 + k * 22, background: colorOf(o.kind) }} title={`${o.name}: ${o.kind}`} />
-          <span className="port out" style={{ top: 45 + k * 22 }}>{o.name}</span>
+          <Handle type="source" position={Position.Right} id={o.name} data-testid={`out-${id}-${o.name}`} className={match(o.kind, 'source')}
+            style={{ top: TOP + k * ROW, background: colorOf(o.kind) }} title={`${o.name}: ${o.kind}`} />
+          <span className="port out" style={{ top: TOP - 8 + k * ROW }}>{o.name}</span>
         </div>
       ))}
+      {values.length > 0 && (
+        <div className="step-values" style={{ top: TOP - 6 + rows * ROW }} data-testid={`values-${id}`}>
+          {values.map((p) => `${p.name}=${short(step.inputs[p.name])}`).join(' · ')}
+        </div>
+      )}
       {status && (
         <div className="step-status" data-testid={`status-${id}`} data-status={status.status}>
-          {statusText[status.status] ?? status.status}
+          <span className={`pill s-${status.status}`}>{statusText[status.status] ?? status.status}</span>
+          {status.status === 'running' && status.startedAt && <span className="ms"> {clock(status.startedAt, now)}</span>}
+          {status.durationMs != null && status.status !== 'running' && <span className="ms"> {duration(status.durationMs)}</span>}
           {status.status === 'running' && status.progress != null && <progress max="1" value={status.progress} />}
-          {status.durationMs != null && <span className="ms"> {Math.round(status.durationMs)} ms</span>}
+          {status.status === 'running' && status.progressText && <div className="progress-text" data-testid={`progress-${id}`}>{status.progressText}</div>}
           {status.error && <div className="err">{status.error}</div>}
         </div>
       )}

@@ -36,6 +36,26 @@ export const api = {
   rerun: (id) => call('POST', `/api/runs/${id}/rerun`),
   reproduce: (id) => call('POST', `/api/runs/${id}/reproduce`),
   cancel: (id) => call('POST', `/api/runs/${id}/cancel`),
+  resume: (id) => call('POST', `/api/runs/${id}/resume`),
   artifact: (digest) => call('GET', `/api/artifacts/${digest}`),
   artifactText: (digest, path) => call('GET', `/api/artifacts/${digest}${path ? '/' + path : ''}`, undefined, true),
 };
+
+/** A file of an artifact as bytes (GET needs no key). */
+export async function artifactBytes(digest, path) {
+  const response = await fetch(`/api/artifacts/${digest}${path ? '/' + path : ''}`);
+  if (!response.ok) throw new Error(`${response.status}: cannot read artifact ${digest.slice(0, 12)}${path ? '/' + path : ''}`);
+  return response.arrayBuffer();
+}
+
+/** JSON Lines as rows; at most `limit` rows are kept (the viewer says when it cut). */
+export function parseJsonl(text, limit = 100000) {
+  const rows = [];
+  let cut = false;
+  for (const line of text.split('\n')) {
+    if (!line.trim()) continue;
+    if (rows.length >= limit) { cut = true; break; }
+    try { rows.push(JSON.parse(line)); } catch { rows.push({ '(unparsed line)': line }); }
+  }
+  return { rows, cut };
+}

@@ -2,7 +2,7 @@
 
 export const kindColors = {
   Dataset: '#2f80ed', Model: '#9b51e0', Scores: '#f2994a', Circuit: '#eb5757', Report: '#27ae60',
-  Json: '#828282', Plot: '#219653', Schema: '#f2c94c', Topics: '#00a3a3',
+  Json: '#828282', Plot: '#219653', Schema: '#f2c94c', Topics: '#00a3a3', Checkpoints: '#6d4c41',
 };
 export const colorOf = (kind) => kindColors[kind] ?? '#555';
 
@@ -24,7 +24,7 @@ export function toEdges(doc, byType) {
       const input = d?.inputs.find((i) => i.name === port);
       refs(value).forEach(([from, output], k) => {
         edges.push({
-          id: `${from}.${output}->${step.id}.${port}#${k}`,
+          id: `${from}.${output}->${step.id}.${port}#${k}`, type: 'routed',
           source: from, sourceHandle: output, target: step.id, targetHandle: port,
           style: { stroke: colorOf(input?.type.artifactKind), strokeWidth: 2 },
         });

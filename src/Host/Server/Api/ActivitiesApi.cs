@@ -15,6 +15,6 @@ public static class ActivitiesApi
             .WithSummary("Every activity's descriptor: type, version, category, input and output ports");
         group.MapGet("/{type}", (string type, ActivityRegistry registry) =>
                 registry.All.FirstOrDefault(a => a.Descriptor.Type == type) is { } a ? Results.Ok(a.Descriptor) : Results.NotFound(new { error = $"no activity \"{type}\"" }))
-            .WithSummary("One activity's descriptor");
+            .WithSummary("One activity's descriptor").Responds(StatusCodes.Status200OK, StatusCodes.Status404NotFound);
     }
 }

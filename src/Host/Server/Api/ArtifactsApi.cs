@@ -16,9 +16,9 @@ public static partial class ArtifactsApi
     {
         var group = app.MapGroup("/api/artifacts").WithTags("Artifacts");
         group.MapGet("/{digest}", (string digest, ArtifactStore store) => Serve(store, digest, null))
-            .WithSummary("An artifact: the file with its media type, or a directory's file list");
+            .WithSummary("An artifact: the file with its media type, or a directory's file list").Responds(StatusCodes.Status200OK, StatusCodes.Status404NotFound);
         group.MapGet("/{digest}/{*path}", (string digest, string path, ArtifactStore store) => Serve(store, digest, path))
-            .WithSummary("A file inside a directory artifact");
+            .WithSummary("A file inside a directory artifact").Responds(StatusCodes.Status200OK, StatusCodes.Status404NotFound);
     }
 
     private static IResult Serve(ArtifactStore store, string digest, string? inner)

@@ -49,11 +49,12 @@ public static class RunsApi
             {
                 return Results.BadRequest(new { error = "the workflow is invalid", diagnostics = e.Diagnostics });
             }
-        }).WithSummary("Submit a run; its steps become jobs on their resource's queue");
+        }).WithSummary("Submit a run; its steps become jobs on their resource's queue")
+          .Responds(StatusCodes.Status202Accepted, StatusCodes.Status400BadRequest, StatusCodes.Status404NotFound);
 
         group.MapGet("/", async (IRunLedger ledger, int? limit, CancellationToken ct) =>
             (await ledger.ListRunsAsync(Math.Clamp(limit ?? 50, 1, 1000), ct)).Select(Summary))
-            .WithSummary("Recent runs, newest first");
+            .WithSummary("Recent runs, newest first").Responds(StatusCodes.Status200OK);
 
         group.MapGet("/{id}", async (string id, IRunLedger ledger, CancellationToken ct) =>
         {
@@ -63,44 +64,54 @@ public static class RunsApi
                 return Results.NotFound(new { error = $"no run \"{id}\"" });
             }
             var steps = await ledger.GetStepsAsync(id, ct);
+            var reproduction = run is { Kind: RunKind.Reproduce, OriginRunId: { } origin } && run.Status != RunStatus.Running
+                ? Reproduction.Compare(await ledger.GetStepsAsync(origin, ct), steps)
+                    .Select(r => new { step = r.StepId, output = r.Output, original = r.Original, reproduced = r.Reproduced, status = r.ReproducedStatus, match = r.Match })
+                    .ToList()
+                : null;
             return Results.Ok(new
             {
                 run = Summary(run),
                 parameters = run.Overrides,
                 workflowText = run.WorkflowText,
                 steps = steps.Select(Step),
+                reproduction,
             });
-        }).WithSummary("A run and the status of each step: queued, running, computed, cached, failed, skipped, cancelled");
+        }).WithSummary("A run and the status of each step: queued, running, computed, cached, failed, skipped, cancelled; a finished reproduction compares every output digest with the original's")
+          .Responds(StatusCodes.Status200OK, StatusCodes.Status404NotFound);
 
         group.MapPost("/{id}/cancel", async (string id, RunScheduler scheduler, CancellationToken ct) =>
             await scheduler.CancelAsync(id, ct) ? Results.Accepted($"/api/runs/{id}", new { runId = id, status = "cancelled" })
                 : Results.Conflict(new { error = $"run \"{id}\" is not running" }))
-            .WithSummary("Cancel a running run");
+            .WithSummary("Cancel a running run").Responds(StatusCodes.Status202Accepted, StatusCodes.Status409Conflict);
 
         group.MapPost("/{id}/resume", async (string id, RunScheduler scheduler, CancellationToken ct) =>
             await scheduler.ResumeAsync(id, ct) ? Results.Accepted($"/api/runs/{id}", new { runId = id, status = "running" })
                 : Results.Conflict(new { error = $"run \"{id}\" is not failed or cancelled" }))
-            .WithSummary("Resume a failed or cancelled run: finished steps are kept");
+            .WithSummary("Resume a failed or cancelled run: finished steps are kept").Responds(StatusCodes.Status202Accepted, StatusCodes.Status409Conflict);
 
         group.MapPost("/{id}/rerun", async (string id, IRunLedger ledger, RunScheduler scheduler, CancellationToken ct) =>
             await ledger.GetRunAsync(id, ct) is { } run
                 ? Results.Accepted(null as string, new { runId = await scheduler.SubmitAsync(new Submission(run.WorkflowText, run.WorkflowFile, run.Overrides), ct: ct) })
                 : Results.NotFound(new { error = $"no run \"{id}\"" }))
-            .WithSummary("Run a past run's workflow and parameters again (cached steps are reused)");
+            .WithSummary("Run a past run's workflow and parameters again (cached steps are reused)").Responds(StatusCodes.Status202Accepted, StatusCodes.Status404NotFound);
 
         group.MapPost("/{id}/reproduce", async (string id, IRunLedger ledger, RunScheduler scheduler, CancellationToken ct) =>
             await ledger.GetRunAsync(id, ct) is { } run
                 ? Results.Accepted(null as string, new { runId = await scheduler.SubmitAsync(new Submission(run.WorkflowText, run.WorkflowFile, run.Overrides), RunKind.Reproduce, id, ct) })
                 : Results.NotFound(new { error = $"no run \"{id}\"" }))
-            .WithSummary("Recompute a past run without the cache; compare its digests with the original's");
+            .WithSummary("Recompute a past run without the cache; GET the new run when it ends for the comparison of every digest with the original's")
+            .Responds(StatusCodes.Status202Accepted, StatusCodes.Status404NotFound);
 
-        group.MapGet("/{id}/events", Events).WithSummary("Server-sent events: step status changes, progress and logs, then the run's end");
+        group.MapGet("/{id}/events", Events).WithSummary("Server-sent events: every step's status on connecting (so a client can reattach), then status changes, progress and logs, then the run's end")
+            .Produces(StatusCodes.Status200OK, contentType: "text/event-stream").Responds(StatusCodes.Status404NotFound);
     }
 
     private static object Summary(RunRecord r) => new
     {
         id = r.Id, workflow = r.WorkflowName, kind = r.Kind.ToString().ToLowerInvariant(), status = r.Status.ToString().ToLowerInvariant(),
-        startedAt = r.StartedAt, endedAt = r.EndedAt, error = r.Error,
+        startedAt = r.StartedAt, endedAt = r.EndedAt, error = r.Error, origin = r.OriginRunId,
+        parameters = r.Overrides,
     };
 
     private static object Step(StepRecord s) => new

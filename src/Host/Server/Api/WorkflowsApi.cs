@@ -49,13 +49,13 @@ public static partial class WorkflowsApi
                     return new { name = Path.GetFileNameWithoutExtension(f), description, modified = File.GetLastWriteTimeUtc(f) };
                 });
             return Results.Ok(list);
-        }).WithSummary("The saved workflows");
+        }).WithSummary("The saved workflows").Responds(StatusCodes.Status200OK);
 
         group.MapGet("/{name}", (string name, ServerConfig config) =>
             FileFor(config, name) is { } file && File.Exists(file)
                 ? Results.Text(File.ReadAllText(file), "application/json", Encoding.UTF8)
                 : Results.NotFound(new { error = $"no workflow \"{name}\"" }))
-            .WithSummary("A workflow's JSON, exactly as saved");
+            .WithSummary("A workflow's JSON, exactly as saved").Responds(StatusCodes.Status200OK, StatusCodes.Status404NotFound);
 
         group.MapPut("/{name}", async (string name, HttpRequest request, ServerConfig config, RunScheduler scheduler) =>
         {
@@ -85,7 +85,8 @@ public static partial class WorkflowsApi
             SyncTriggers(request.HttpContext.RequestServices);
             return existed ? Results.Ok(new { name, valid = diagnostics.Count == 0, diagnostics })
                 : Results.Created($"/api/workflows/{name}", new { name, valid = diagnostics.Count == 0, diagnostics });
-        }).WithSummary("Create or replace a workflow (saved even when invalid, with its diagnostics)");
+        }).WithSummary("Create or replace a workflow (saved even when invalid, with its diagnostics)")
+          .Responds(StatusCodes.Status200OK, StatusCodes.Status201Created, StatusCodes.Status400BadRequest);
 
         group.MapDelete("/{name}", (string name, ServerConfig config, HttpContext http) =>
         {
@@ -96,11 +97,11 @@ public static partial class WorkflowsApi
             File.Delete(file);
             SyncTriggers(http.RequestServices);
             return Results.NoContent();
-        }).WithSummary("Delete a workflow");
+        }).WithSummary("Delete a workflow").Responds(StatusCodes.Status204NoContent, StatusCodes.Status404NotFound);
 
         group.MapPost("/{name}/triggers/{trigger}/check", async (string name, string trigger, CheckpointWatcher watcher, CancellationToken ct) =>
             Results.Ok(await watcher.CheckAsync(name, trigger, ct)))
-            .WithSummary("Run a checkpoint trigger's check now: one run per new, complete checkpoint");
+            .WithSummary("Run a checkpoint trigger's check now: one run per new, complete checkpoint").Responds(StatusCodes.Status200OK);
 
         group.MapPost("/validate", async (HttpRequest request, RunScheduler scheduler) =>
         {
@@ -116,7 +117,8 @@ public static partial class WorkflowsApi
             var parameters = request.Query.ToDictionary(q => q.Key, q => q.Value.ToString());
             var diagnostics = Validate(scheduler, text, "request.json", parameters);
             return Results.Ok(new { valid = diagnostics.Count == 0, diagnostics });
-        }).WithSummary("Validate a workflow (the body) with query-string parameters; every problem with its JSON path");
+        }).WithSummary("Validate a workflow (the body) with query-string parameters; every problem with its JSON path")
+          .Responds(StatusCodes.Status200OK, StatusCodes.Status415UnsupportedMediaType);
     }
 
     private static void SyncTriggers(IServiceProvider services) =>

@@ -1,5 +1,8 @@
-// The activity palette: activities grouped by category, filtered by a search, dragged onto the canvas.
+// The activity palette: activities grouped by category (with its icon and colour), filtered by a search, dragged
+// onto the canvas.
 import { useMemo, useState } from 'react';
+import { Search } from 'lucide-react';
+import { categoryOf } from '../icons.js';
 
 export default function Palette({ activities }) {
   const [search, setSearch] = useState('');
@@ -14,18 +17,22 @@ export default function Palette({ activities }) {
   }, [activities, search]);
   return (
     <aside className="palette">
-      <input data-testid="search" placeholder="Search activities" value={search} onChange={(e) => setSearch(e.target.value)} />
-      {categories.map(([category, list]) => (
-        <div key={category} className="category">
-          <h4>{category}</h4>
-          {list.map((a) => (
-            <div key={a.type} className="activity" draggable data-testid={`palette-${a.type}`} title={a.summary}
-              onDragStart={(e) => { e.dataTransfer.setData('application/pipelines-activity', a.type); e.dataTransfer.effectAllowed = 'move'; }}>
-              {a.type}
-            </div>
-          ))}
-        </div>
-      ))}
+      <div className="search"><Search size={14} /><input data-testid="search" placeholder="Search activities" value={search} onChange={(e) => setSearch(e.target.value)} /></div>
+      {categories.map(([category, list]) => {
+        const { icon: Icon, color } = categoryOf(category);
+        return (
+          <div key={category} className="category">
+            <h4 style={{ color }}><Icon size={14} /> {category}</h4>
+            {list.map((a) => (
+              <div key={a.type} className="activity" draggable data-testid={`palette-${a.type}`} title={a.summary} style={{ borderLeftColor: color }}
+                onDragStart={(e) => { e.dataTransfer.setData('application/pipelines-activity', a.type); e.dataTransfer.effectAllowed = 'move'; }}>
+                <span className="activity-type">{a.type}</span>
+                <span className="activity-summary">{a.summary}</span>
+              </div>
+            ))}
+          </div>
+        );
+      })}
     </aside>
   );
 }

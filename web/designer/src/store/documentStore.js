@@ -96,6 +96,39 @@ export const edits = {
     if (next.layout?.[stepId]) { next.layout[id] = next.layout[stepId]; delete next.layout[stepId]; }
     return { doc: next, positions: { ...positions, [id]: positions[stepId] } };
   },
+  setName: (name) => (doc) => (doc.name === name ? null : { doc: { ...clone(doc), name } }),
+  setDescription: (description) => (doc) => {
+    const next = clone(doc);
+    if (description === undefined) delete next.description; else next.description = description;
+    return { doc: next };
+  },
+  setParameter: (name, definition) => (doc) => {
+    const next = clone(doc);
+    next.parameters = { ...(next.parameters ?? {}), [name]: definition };
+    return { doc: next };
+  },
+  /** Removes a parameter; fields bound to it take its default as a literal (or are cleared). */
+  removeParameter: (name) => (doc) => {
+    const next = clone(doc);
+    const fallback = next.parameters?.[name]?.default;
+    delete next.parameters?.[name];
+    if (next.parameters && Object.keys(next.parameters).length === 0) delete next.parameters;
+    for (const s of next.steps ?? []) {
+      for (const [port, v] of Object.entries(s.inputs ?? {})) {
+        if (v && typeof v === 'object' && v.param === name) { if (fallback === undefined) delete s.inputs[port]; else s.inputs[port] = fallback; }
+      }
+    }
+    return { doc: next };
+  },
+  renameParameter: (name, to) => (doc) => {
+    if (!to || doc.parameters?.[to]) return null;
+    const next = clone(doc);
+    next.parameters = Object.fromEntries(Object.entries(next.parameters ?? {}).map(([k, v]) => [k === name ? to : k, v]));
+    for (const s of next.steps ?? []) {
+      for (const [port, v] of Object.entries(s.inputs ?? {})) if (v && typeof v === 'object' && v.param === name) s.inputs[port] = { ...v, param: to };
+    }
+    return { doc: next };
+  },
   paste: (copied, id) => (doc, positions) => {
     if (doc.steps?.some((s) => s.id === id)) return null;
     const copy = clone(copied);
