@@ -47,6 +47,7 @@ function Designer() {
   const [viewer, setViewer] = useState(null);
   const [dialog, setDialog] = useState(null); // run | shortcuts | {confirm}
   const [connecting, setConnecting] = useState(null);
+  const [sizes, setSizes] = useState({}); // measured node sizes: edges route around nodes, the minimap draws them
   const [reproduction, setReproduction] = useState(null);
   const [now, setNow] = useState(Date.now());
   const clipboard = useRef(null);
@@ -114,10 +115,10 @@ function Designer() {
 
   const invalidSteps = useMemo(() => new Set(diagnostics.map((d) => locate(d.jsonPath)?.step).filter((i) => i != null)), [diagnostics]);
   const nodes = useMemo(() => (doc.steps ?? []).map((step, i) => ({
-    id: step.id, type: 'step', selected: step.id === selected,
+    id: step.id, type: 'step', selected: step.id === selected, measured: sizes[step.id],
     position: positions[step.id] ?? doc.layout?.[step.id] ?? { x: 40 + (i % 4) * 260, y: 40 + Math.floor(i / 4) * 180 },
     data: { step, descriptor: byType[step.activity], status: statuses[step.id], invalid: invalidSteps.has(i), connecting, now },
-  })), [doc, positions, byType, statuses, selected, invalidSteps, connecting, now]);
+  })), [doc, positions, byType, statuses, selected, invalidSteps, connecting, now, sizes]);
   const edges = useMemo(() => toEdges(doc, byType), [doc, byType]);
 
   /** Shows a workflow's text on a clean page: no statuses, logs, problems or messages of what was shown before. */
@@ -272,6 +273,13 @@ function Designer() {
   const onNodesChange = (changes) => {
     const moved = changes.filter((c) => c.type === 'position' && c.position);
     if (moved.length) store.move(Object.fromEntries(moved.map((c) => [c.id, c.position])));
+    const measured = changes.filter((c) => c.type === 'dimensions' && c.dimensions);
+    if (measured.length) {
+      setSizes((old) => {
+        const changed = measured.filter((c) => old[c.id]?.width !== c.dimensions.width || old[c.id]?.height !== c.dimensions.height);
+        return changed.length ? { ...old, ...Object.fromEntries(changed.map((c) => [c.id, c.dimensions])) } : old;
+      });
+    }
     const sel = changes.find((c) => c.type === 'select' && c.selected);
     if (sel) setSelected(sel.id);
   };
@@ -315,7 +323,7 @@ function Designer() {
           open, newWorkflow, save, validate, run: () => setDialog('run'), cancel, resume, layout: layoutAll, undo: store.undo, redo: store.redo,
           design: () => setView('design'), runs: showRuns, shortcuts: () => setDialog('shortcuts'),
         }} />
-      {message && <div data-testid="message" className={`message ${message.kind}`} role="status" onClick={() => setMessage(null)}>{message.text}</div>}
+      {message && <div data-testid="message" className={`message ${message.kind}`} role="status">{message.text}</div>}
       <div className="body">
         <Palette activities={activities} />
         <main onDrop={onDrop} onDragOver={(e) => { e.preventDefault(); e.dataTransfer.dropEffect = 'move'; }}>

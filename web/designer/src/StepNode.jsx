@@ -4,7 +4,7 @@ import { categoryOf } from './icons.js';
 import { clock, duration, short } from './format.js';
 
 const statusText = { pending: 'pending', queued: 'queued', running: 'running', computed: 'computed', cached: 'cached', failed: 'failed', skipped: 'skipped', cancelled: 'cancelled' };
-const ROW = 24, TOP = 58;
+const ROW = 24, TOP = 54;
 
 /**
  * A step: typed input ports on the left, outputs on the right, coloured by artifact kind (list inputs are square);
@@ -21,9 +21,10 @@ export default function StepNode({ id, data, selected }) {
   const match = (kind, type) => (connecting ? (connecting.kind === kind && connecting.handleType !== type ? 'compatible' : 'incompatible') : '');
   return (
     <div className={`step ${selected ? 'selected' : ''} ${invalid ? 'invalid' : ''} status-${status?.status ?? 'none'}`} data-testid={`node-${id}`}
-      style={{ minHeight: TOP + rows * ROW + (values.length ? 18 : 0), borderTopColor: color }}>
+      style={{ borderTopColor: color }}>
       <div className="step-head" style={{ color }}><Icon size={14} /><span className="step-title">{id}</span></div>
       <div className="step-type">{step.activity}</div>
+      <div className="ports" style={{ height: rows * ROW + 4 }} />
       {inputs.map((p, k) => (
         <div key={p.name}>
           <Handle type="target" position={Position.Left} id={p.name} data-testid={`in-${id}-${p.name}`}
@@ -40,7 +41,7 @@ export default function StepNode({ id, data, selected }) {
         </div>
       ))}
       {values.length > 0 && (
-        <div className="step-values" style={{ top: TOP - 6 + rows * ROW }} data-testid={`values-${id}`}>
+        <div className="step-values" data-testid={`values-${id}`}>
           {values.map((p) => `${p.name}=${short(step.inputs[p.name])}`).join(' · ')}
         </div>
       )}
