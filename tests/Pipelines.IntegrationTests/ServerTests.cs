@@ -141,6 +141,14 @@ public sealed class ServerTests : IDisposable
         Assert.Contains(activities.AsArray(), a => a!["type"]!.GetValue<string>() == "circuits.attribute");
         var openApi = await Json(HttpMethod.Get, "/openapi/v1.json");
         Assert.NotNull(openApi["paths"]!["/api/runs/{id}/events"]);
+        // The document says how to authenticate and every status an endpoint answers.
+        Assert.Equal("X-Api-Key", openApi["components"]!["securitySchemes"]!["ApiKey"]!["name"]!.GetValue<string>());
+        var submit = openApi["paths"]!["/api/runs"]!["post"]!;
+        Assert.Equal(["202", "400", "401", "404"], submit["responses"]!.AsObject().Select(r => r.Key).Order());
+        Assert.Equal("ApiKey", submit["security"]![0]!.AsObject().Single().Key);
+        Assert.Null(openApi["paths"]!["/api/runs"]!["get"]!["security"]);
+        Assert.Equal(["202", "401", "409"], openApi["paths"]!["/api/runs/{id}/cancel"]!["post"]!["responses"]!.AsObject().Select(r => r.Key).Order());
+        Assert.Null(openApi["paths"]!["/api/workflows/validate"]!["post"]!["responses"]!["401"]);
 
         // Workflows: saved byte for byte, validated with JSON paths, deleted; names cannot leave the directory.
         var text = "{\n  \"name\": \"toy\",\n  \"steps\": [ { \"id\": \"pairs\", \"activity\": \"data.toy-task\", \"inputs\": { \"task\": \"ioi\", \"count\": 8 } } ]\n}\n";
@@ -343,7 +351,9 @@ public sealed class ServerTests : IDisposable
         Assert.InRange(trend["checkpoints"]![2]!["overlapWithPrevious"]!.GetValue<double>(), 0, 1);
         // The checks are recurring Hangfire jobs, one per trigger, registered when the workflow was saved.
         using var dashboard = await _http.GetAsync(Url + "/hangfire/recurring");
-        Assert.Contains("watch:checkpoint-watch:new-checkpoint", await dashboard.Content.ReadAsStringAsync());
+        var recurring = await dashboard.Content.ReadAsStringAsync();
+        Assert.Contains("watch:checkpoint-watch:new-checkpoint", recurring);
+        Assert.Contains("watcher: workflows/checkpoint-watch.json, trigger new-checkpoint", recurring); // named as a watcher, not as a step
     }
 
     public void Dispose()
