@@ -4,7 +4,7 @@ using Pipelines.Models.Checkpoints;
 namespace Pipelines.Activities.Model;
 
 /// <summary>Turns a HF checkpoint directory on disk into a Model artifact whose digest is the content of its files.</summary>
-[Activity("model.load", Version = 2, Category = "Model", Summary = "Load a HF checkpoint directory (config.json + safetensors + tokenizer) as a Model, optionally quantized (bf16, int8, int4)")]
+[Activity("model.load", Version = 3, Category = "Model", Summary = "Load a HF checkpoint directory (config.json + safetensors + tokenizer) as a Model, optionally with a PEFT LoRA adapter merged in and quantized (bf16, int8, int4)")]
 [Output("model", ArtifactKinds.Model, Help = "The checkpoint: config.json, safetensors and tokenizer files", MediaType = "inode/directory", FileName = "model", IsDirectory = true)]
 public sealed class LoadModelActivity : Activity<LoadModelActivity.Input>
 {
@@ -15,6 +15,9 @@ public sealed class LoadModelActivity : Activity<LoadModelActivity.Input>
 
         [Input("Deploy precision of the linear weights: none, bf16, int8 (per-row absmax, as bitsandbytes' 8-bit loading without outliers) or int4 (absmax per group of 64); stored dequantized, computed in float32")]
         public Pipelines.Models.Transformer.Quantization Quantize { get; init; } = Pipelines.Models.Transformer.Quantization.None;
+
+        [Input("A PEFT LoRA adapter directory for this checkpoint (adapter_config.json + adapter_model.safetensors, e.g. a published ELM or RMU adapter); merged into the weights", IsPath = true, PathKind = PathKind.Directory)]
+        public string? Adapter { get; init; }
     }
 
     protected override Task ExecuteAsync(Input input, ActivityContext context)
@@ -59,6 +62,10 @@ public sealed class LoadModelActivity : Activity<LoadModelActivity.Input>
         var (model, tokenizer) = ModelArtifacts.Open(new Artifact("", ArtifactKinds.Model, "inode/directory", output, 0, true, "model"));
         using (model)
         {
+            if (input.Adapter is { } adapterDir)
+            {
+                Merged(model, output, adapterDir, context);
+            }
             if (input.Quantize != Pipelines.Models.Transformer.Quantization.None)
             {
                 Quantized(model, output, input.Quantize);
@@ -68,15 +75,49 @@ public sealed class LoadModelActivity : Activity<LoadModelActivity.Input>
         return Task.CompletedTask;
     }
 
-    /// <summary>Rewrites the artifact's weights at the deployed precision (one model.safetensors), marked in config.json.</summary>
-    private static void Quantized(Pipelines.Models.Transformer.HookedTransformer model, string output, Pipelines.Models.Transformer.Quantization q)
+    /// <summary>Merges a PEFT LoRA adapter into the model and rewrites the artifact's weights (one model.safetensors), marked in config.json.</summary>
+    private static void Merged(Pipelines.Models.Transformer.HookedTransformer model, string output, string adapterDir, ActivityContext context)
     {
-        Pipelines.Models.Transformer.WeightQuantization.Apply(model, q);
+        Pipelines.Models.Adapters.LoraAdapter adapter;
+        try
+        {
+            adapter = Pipelines.Models.Adapters.LoraAdapter.Load(adapterDir, model.Config, model.W_E.device);
+        }
+        catch (CheckpointException e)
+        {
+            throw new ActivityException(e.Message, e);
+        }
+        using (adapter)
+        {
+            adapter.Attach(model);
+            adapter.Merge();
+            context.Log($"merged a LoRA adapter: {adapter.Sites.Count} modules in {adapter.Sites.Select(s => s.Layer).Distinct().Count()} layers, alpha {adapter.Alpha}");
+            RewriteWeights(model, output, new System.Text.Json.Nodes.JsonObject
+            {
+                ["pipelines_adapter"] = new System.Text.Json.Nodes.JsonObject
+                {
+                    ["format"] = "peft-lora",
+                    ["modules"] = adapter.Sites.Count,
+                    ["alpha"] = adapter.Alpha,
+                },
+            });
+        }
+    }
+
+    private static void RewriteWeights(Pipelines.Models.Transformer.HookedTransformer model, string output, System.Text.Json.Nodes.JsonObject extra)
+    {
         foreach (var shard in Directory.GetFiles(output, "*.safetensors").Append(System.IO.Path.Combine(output, Checkpoint.IndexFile)).Where(File.Exists))
         {
             File.Delete(shard);
         }
-        Checkpoint.Save(model, output, new System.Text.Json.Nodes.JsonObject
+        Checkpoint.Save(model, output, extra);
+    }
+
+    /// <summary>Rewrites the artifact's weights at the deployed precision (one model.safetensors), marked in config.json.</summary>
+    private static void Quantized(Pipelines.Models.Transformer.HookedTransformer model, string output, Pipelines.Models.Transformer.Quantization q)
+    {
+        Pipelines.Models.Transformer.WeightQuantization.Apply(model, q);
+        RewriteWeights(model, output, new System.Text.Json.Nodes.JsonObject
         {
             ["pipelines_quantization"] = System.Text.Json.JsonNamingPolicy.KebabCaseLower.ConvertName(q.ToString()),
         });

@@ -110,6 +110,9 @@ public sealed class RunScheduler(IRunLedger ledger, InProcessRunner runner, Work
         return true;
     }
 
+    /// <summary>How long a resume waits for the steps of a cancelled run to stop before it takes them over.</summary>
+    public static readonly TimeSpan StoppingGrace = TimeSpan.FromSeconds(60);
+
     /// <summary>Re-opens a failed or cancelled run under its id: finished steps are kept, the rest run again.</summary>
     public async Task<bool> ResumeAsync(string runId, CancellationToken ct = default)
     {
@@ -117,6 +120,14 @@ public sealed class RunScheduler(IRunLedger ledger, InProcessRunner runner, Work
         if (run is null || run.Status is RunStatus.Running or RunStatus.Succeeded)
         {
             return false;
+        }
+        // A cancelled step's job notices within about a second and records it. Until then it still computes, and if
+        // the step were re-queued now, its late "cancelled" would land on the resumed attempt and end the run again.
+        // So wait for running steps to settle; one that never does (its process died) is taken over after a minute.
+        var settle = System.Diagnostics.Stopwatch.StartNew();
+        while (settle.Elapsed < StoppingGrace && (await ledger.GetStepsAsync(runId, ct)).Any(s => s.Status == StepStatus.Running))
+        {
+            await Task.Delay(250, ct);
         }
         foreach (var step in await ledger.GetStepsAsync(runId, ct))
         {

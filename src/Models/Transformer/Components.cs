@@ -58,6 +58,11 @@ public sealed class Attention : nn.Module
     public HookPoint hook_attn_scores = new("hook_attn_scores"), hook_pattern = new("hook_pattern");
     public HookPoint hook_z = new("hook_z"), hook_result = new("hook_result");
 
+    /// <summary>An update added to a weight ("W_Q", "W_K", "W_V", "W_O") at each forward, or null (LoRA adapters, unmerged).</summary>
+    public Func<string, Tensor?>? WeightDelta;
+
+    private Tensor Weight(string name, Tensor w) => WeightDelta?.Invoke(name) is { } delta ? w + delta : w;
+
     public Attention(string name, TransformerConfig cfg) : base(name)
     {
         _cfg = cfg;
@@ -85,9 +90,9 @@ public sealed class Attention : nn.Module
     /// </summary>
     public Tensor Forward(Tensor qIn, Tensor kIn, Tensor vIn, Tensor positions, Tensor keyMask, LayerKv? cache, bool useResult)
     {
-        var q = hook_q.call(Project(qIn, W_Q, b_Q, perHead: qIn.dim() == 4));
-        var k = hook_k.call(Project(kIn, W_K, b_K, perHead: kIn.dim() == 4));
-        var v = hook_v.call(Project(vIn, W_V, b_V, perHead: vIn.dim() == 4));
+        var q = hook_q.call(Project(qIn, Weight("W_Q", W_Q), b_Q, perHead: qIn.dim() == 4));
+        var k = hook_k.call(Project(kIn, Weight("W_K", W_K), b_K, perHead: kIn.dim() == 4));
+        var v = hook_v.call(Project(vIn, Weight("W_V", W_V), b_V, perHead: vIn.dim() == 4));
         if (_cfg.Positional == PositionalKind.Rotary)
         {
             q = hook_rot_q.call(Rotary.Apply(q, positions, _cfg.RotaryDims, _cfg.RotaryBase));
@@ -113,14 +118,15 @@ public sealed class Attention : nn.Module
         var pattern = hook_pattern.call(F.softmax(scores.to(Norm.Wide(q.dtype)), -1).to(q.dtype));
         var z = hook_z.call(matmul(pattern, v.transpose(1, 2)).transpose(1, 2));
         Tensor output;
+        var wO = Weight("W_O", W_O);
         if (useResult)
         {
-            var result = hook_result.call(matmul(z.transpose(1, 2), W_O).transpose(1, 2));
+            var result = hook_result.call(matmul(z.transpose(1, 2), wO).transpose(1, 2));
             output = result.sum(2);
         }
         else
         {
-            output = matmul(z.reshape(z.shape[0], z.shape[1], -1), W_O.view(-1, W_O.shape[2]));
+            output = matmul(z.reshape(z.shape[0], z.shape[1], -1), wO.view(-1, wO.shape[2]));
         }
         return b_O is null ? output : output + b_O;
     }
@@ -183,6 +189,11 @@ public sealed class Mlp : nn.Module<Tensor, Tensor>
 #pragma warning restore IDE1006
     public HookPoint hook_pre = new("hook_pre"), hook_pre_linear = new("hook_pre_linear"), hook_post = new("hook_post");
 
+    /// <summary>An update added to a weight ("W_in", "W_gate", "W_out") at each forward, or null (LoRA adapters, unmerged).</summary>
+    public Func<string, Tensor?>? WeightDelta;
+
+    private Tensor Weight(string name, Tensor w) => WeightDelta?.Invoke(name) is { } delta ? w + delta : w;
+
     public Mlp(string name, TransformerConfig cfg) : base(name)
     {
         _cfg = cfg;
@@ -203,18 +214,19 @@ public sealed class Mlp : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor x)
     {
         Tensor post;
+        var wIn = Weight("W_in", W_in);
         if (W_gate is not null)
         {
-            var gate = hook_pre.call(matmul(x, W_gate));
-            var linear = hook_pre_linear.call(b_in is null ? matmul(x, W_in) : matmul(x, W_in) + b_in);
+            var gate = hook_pre.call(matmul(x, Weight("W_gate", W_gate)));
+            var linear = hook_pre_linear.call(b_in is null ? matmul(x, wIn) : matmul(x, wIn) + b_in);
             post = hook_post.call(Act(gate) * linear);
         }
         else
         {
-            var pre = hook_pre.call(b_in is null ? matmul(x, W_in) : matmul(x, W_in) + b_in);
+            var pre = hook_pre.call(b_in is null ? matmul(x, wIn) : matmul(x, wIn) + b_in);
             post = hook_post.call(Act(pre));
         }
-        var y = matmul(post, W_out);
+        var y = matmul(post, Weight("W_out", W_out));
         return b_out is null ? y : y + b_out;
     }
 

@@ -60,6 +60,57 @@ public sealed class ModelActivityTests : IDisposable
     }
 
     [Fact]
+    public async Task ModelLoadMergesAPeftAdapterAndRefusesOneForAnotherModel()
+    {
+        var basePath = Path.Combine(_ws.Root, "base");
+        Pipelines.Models.Training.ToyTrainer.Train(new() { Task = "greater-than", Steps = 10, DModel = 32, DMlp = 64, EvalExamples = 4 }, basePath);
+        long[] tokens = [1, 4, 7, 2, 9];
+        TorchSharp.torch.Tensor expected;
+        using (var model = Checkpoint.Load(basePath))
+        using (var adapter = Pipelines.Models.Adapters.LoraAdapter.Create(model.Config, ["c_attn", "c_fc"], rank: 2, alpha: 4, seed: 3))
+        {
+            using (TorchSharp.torch.no_grad())
+            {
+                foreach (var (name, p) in adapter.named_parameters().Where(p => p.name.EndsWith("_B", StringComparison.Ordinal)))
+                {
+                    p.copy_(TorchSharp.torch.randn(p.shape).mul(0.1));
+                }
+            }
+            adapter.Save(Path.Combine(_ws.Root, "adapter"));
+            adapter.Attach(model);
+            using var _ = TorchSharp.torch.no_grad();
+            expected = model.Forward(TorchSharp.torch.tensor(tokens).unsqueeze(0)).detach().clone();
+        }
+        var run = await _ws.RunAsync("""{ "name": "a", "steps": [ { "id": "load", "activity": "model.load", "inputs": { "path": "base", "adapter": "adapter" } } ] }""");
+        Assert.True(run.Status == RunStatus.Succeeded, string.Join("; ", run.Steps.Select(s => s.Error)));
+        var merged = _ws.Store.ObjectPath(run.Steps[0].Outputs["model"].Digest);
+        Assert.Equal("peft-lora", JsonNode.Parse(File.ReadAllText(Path.Combine(merged, "config.json")))!["pipelines_adapter"]!["format"]!.GetValue<string>());
+        using (var model = Checkpoint.Load(merged))
+        using (TorchSharp.torch.no_grad())
+        {
+            using var got = model.Forward(TorchSharp.torch.tensor(tokens).unsqueeze(0));
+            Assert.True(got.allclose(expected, rtol: 0, atol: 1e-4), $"merged artifact vs attached adapter: {got.sub(expected).abs().max().item<float>()}");
+        }
+        expected.Dispose();
+
+        // An adapter written for a wider model fails the step with one line naming the file and the shapes.
+        Pipelines.Models.Transformer.TransformerConfig config;
+        using (var m = Checkpoint.Load(basePath))
+        {
+            config = m.Config;
+        }
+        using (var adapter = Pipelines.Models.Adapters.LoraAdapter.Create(config with { DMlp = 128 }, ["c_fc"], rank: 2, alpha: 4))
+        {
+            adapter.Save(Path.Combine(_ws.Root, "wrong-adapter"));
+        }
+        var bad = await _ws.RunAsync("""{ "name": "b", "steps": [ { "id": "load", "activity": "model.load", "inputs": { "path": "base", "adapter": "wrong-adapter" } } ] }""");
+        Assert.Equal(RunStatus.Failed, bad.Status);
+        Assert.Contains("adapter_model.safetensors", bad.Steps[0].Error);
+        Assert.Contains("needs", bad.Steps[0].Error);
+        Assert.DoesNotContain("\n   at ", bad.Steps[0].Error);
+    }
+
+    [Fact]
     public async Task LoadingABrokenCheckpointFailsTheStepWithTheFileName()
     {
         Directory.CreateDirectory(Path.Combine(_ws.Root, "broken"));
