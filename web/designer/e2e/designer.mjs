@@ -317,6 +317,7 @@ if (scenario === 'quickstart') {
   await shot('cancelled');
   log(`cancelled ${runId}`);
   await page.click('[data-testid="resume"]');
+  await waitForRun('running', 90000);
   await page.waitForSelector('[data-testid="status-attribute"][data-status="running"]', { timeout: 60000 });
   // A reload mid-run comes back to the same run, its canvas and its live statuses.
   await page.reload();

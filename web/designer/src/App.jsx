@@ -207,6 +207,7 @@ function Designer() {
 
   const resume = async () => {
     try {
+      say(`resuming ${runId}: cancelled steps stop first`);
       await api.resume(runId);
       setRun((r) => ({ ...r, status: 'running', endedAt: null }));
       setGeneration((g) => g + 1);

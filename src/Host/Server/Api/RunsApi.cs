@@ -85,8 +85,10 @@ public static class RunsApi
                 : Results.Conflict(new { error = $"run \"{id}\" is not running" }))
             .WithSummary("Cancel a running run").Responds(StatusCodes.Status202Accepted, StatusCodes.Status409Conflict);
 
-        group.MapPost("/{id}/resume", async (string id, RunScheduler scheduler, CancellationToken ct) =>
-            await scheduler.ResumeAsync(id, ct) ? Results.Accepted($"/api/runs/{id}", new { runId = id, status = "running" })
+        // Not tied to the request: a client that goes away (a reload) while the resume waits for cancelled steps to
+        // stop must not leave the run half-resumed.
+        group.MapPost("/{id}/resume", async (string id, RunScheduler scheduler) =>
+            await scheduler.ResumeAsync(id, CancellationToken.None) ? Results.Accepted($"/api/runs/{id}", new { runId = id, status = "running" })
                 : Results.Conflict(new { error = $"run \"{id}\" is not failed or cancelled" }))
             .WithSummary("Resume a failed or cancelled run: finished steps are kept").Responds(StatusCodes.Status202Accepted, StatusCodes.Status409Conflict);
 
