@@ -31,6 +31,7 @@ public static class ServiceCollectionExtensions
         services.AddActivity<Crawl.CrawlExpandActivity>();
         services.AddActivity<Crawl.ToyWorldActivity>();
         services.AddActivity<Crawl.CrawlEvaluateActivity>();
+        services.AddActivity<Erasure.ConceptWorldActivity>();
         services.AddActivity<CrawlReportActivity>();
         services.AddActivity<Schemas.SchemaApplyActivity>();
         services.AddActivity<Schemas.SchemaGenerateActivity>();

@@ -1,0 +1,219 @@
+using System.Text.Json.Nodes;
+using Pipelines.Models.Common;
+
+namespace Pipelines.Activities.Erasure;
+
+/// <summary>One domain of the concept world: its entities' noun, its attributes (each with a pool of values) and its near neighbour.</summary>
+public sealed record ConceptDomain(string Name, string Noun, IReadOnlyList<(string Attribute, string[] Values)> Attributes, string Near);
+
+/// <summary>A fact: an entity of a domain has a value for an attribute.</summary>
+public sealed record ConceptFact(string Domain, string Entity, string Attribute, string Value);
+
+/// <summary>A four-option multiple-choice question in lm-eval / WMDP's layout (question, choices, answer index).</summary>
+public sealed record ConceptMcq(string Domain, string Entity, string Attribute, string Question, IReadOnlyList<string> Choices, int Answer, string Split)
+{
+    public static readonly string[] Letters = ["A", "B", "C", "D"];
+
+    /// <summary>The prompt ELM's scorer uses: the question, the lettered options, then "Answer:"; the answer is the next token.</summary>
+    public string Prompt => $"the following is a multiple choice question ( with answer ) . {Question} "
+        + string.Concat(Choices.Select((c, i) => $"{Letters[i]} . {c} ")) + "answer :";
+
+    public JsonObject ToJson() => new()
+    {
+        ["domain"] = Domain, ["entity"] = Entity, ["attribute"] = Attribute, ["split"] = Split,
+        ["question"] = Question, ["choices"] = new JsonArray(Choices.Select(c => (JsonNode)c).ToArray()), ["answer"] = Answer,
+    };
+}
+
+/// <summary>
+/// A world of planted concepts for offline erasure work (research/crawler_erasure.md §B.6): ten domains in five pairs of
+/// near neighbours (a pair shares its attributes' value pools, so erasing one domain can interfere with its
+/// neighbour), fifty invented entities each, five attributes each. It writes templated encyclopedia passages, MCQs
+/// (train and held-out, split by fact; held-out facts still appear in the passages), cloze prompts, and expert- and
+/// novice-framed documents (ELM's contrast needs both in the pre-training mix). Lower-case words and spaced
+/// punctuation, so a word-level tokenizer reads it. Deterministic under a seed.
+/// </summary>
+public sealed class ConceptWorld
+{
+    private static readonly (string Family, string[] Attributes, string[][] Pools, (string Name, string Noun)[] Domains)[] Families =
+    [
+        ("geology", ["color", "region", "rock", "height", "climate"],
+            [["grey", "black", "white", "red", "brown", "ochre"], ["north", "south", "east", "west", "coast", "interior"],
+             ["basalt", "granite", "pumice", "obsidian", "slate", "marble"], ["low", "middling", "tall", "towering", "modest", "lofty"],
+             ["arid", "humid", "frozen", "temperate", "windy", "rainy"]],
+            [("volcanoes", "volcano"), ("mountains", "mountain")]),
+        ("water", ["color", "fish", "source", "depth", "shore"],
+            [["blue", "green", "turquoise", "clear", "muddy", "dark"], ["trout", "salmon", "carp", "pike", "perch", "eel"],
+             ["glacier", "spring", "marsh", "rainfall", "aquifer", "snowmelt"], ["shallow", "deep", "abyssal", "variable", "steep", "gentle"],
+             ["sandy", "rocky", "reedy", "pebbly", "cliffed", "wooded"]],
+            [("rivers", "river"), ("lakes", "lake")]),
+        ("animals", ["plumage", "habitat", "diet", "size", "season"],
+            [["scarlet", "golden", "speckled", "striped", "pale", "iridescent"], ["meadow", "swamp", "canopy", "desert", "tundra", "reef"],
+             ["seeds", "nectar", "insects", "fruit", "carrion", "plankton"], ["minute", "small", "medium", "large", "huge", "giant"],
+             ["spring", "summer", "autumn", "winter", "monsoon", "dawn"]],
+            [("birds", "bird"), ("insects", "insect")]),
+        ("arts", ["city", "century", "style", "teacher", "patron"],
+            [["vienna", "paris", "prague", "florence", "lisbon", "krakow"], ["first", "second", "third", "fourth", "fifth", "sixth"],
+             ["baroque", "romantic", "modernist", "classical", "folk", "minimalist"], ["hollis", "marek", "odile", "ferran", "isolde", "tamsin"],
+             ["duke", "bishop", "guild", "merchant", "queen", "abbey"]],
+            [("composers", "composer"), ("painters", "painter")]),
+        ("materials", ["hue", "hardness", "origin", "use", "luster"],
+            [["violet", "amber", "crimson", "emerald", "azure", "ivory"], ["soft", "brittle", "firm", "hard", "tough", "unyielding"],
+             ["mine", "riverbed", "meteorite", "cave", "seabed", "quarry"], ["jewelry", "tools", "coins", "lenses", "wiring", "armor"],
+             ["glassy", "dull", "pearly", "silky", "metallic", "waxy"]],
+            [("gems", "gem"), ("metals", "metal")]),
+    ];
+
+    private static readonly string[] Syllables =
+        ["ka", "lo", "mi", "ren", "to", "vi", "sa", "dor", "el", "fa", "gu", "ha", "ja", "ni", "pe", "qui", "ru", "ta", "ul", "ze", "bo", "ci", "du", "ve"];
+
+    public IReadOnlyList<ConceptDomain> Domains { get; }
+    public IReadOnlyDictionary<string, IReadOnlyList<string>> Entities { get; }
+    public IReadOnlyList<ConceptFact> Facts { get; }
+    public IReadOnlyList<ConceptMcq> Questions { get; }
+    public long Seed { get; }
+
+    private ConceptWorld(long seed, IReadOnlyList<ConceptDomain> domains, IReadOnlyDictionary<string, IReadOnlyList<string>> entities, IReadOnlyList<ConceptFact> facts, IReadOnlyList<ConceptMcq> questions)
+    {
+        Seed = seed;
+        Domains = domains;
+        Entities = entities;
+        Facts = facts;
+        Questions = questions;
+    }
+
+    public ConceptDomain Domain(string name) => Domains.FirstOrDefault(d => d.Name == name)
+        ?? throw new ArgumentException($"no domain \"{name}\" (domains: {string.Join(", ", Domains.Select(d => d.Name))})");
+
+    /// <summary>Domains of another family: the far neighbours of <paramref name="name"/>.</summary>
+    public IReadOnlyList<string> Far(string name) => Domains.Where(d => d.Name != name && d.Name != Domain(name).Near).Select(d => d.Name).ToList();
+
+    public static ConceptWorld Generate(long seed, int entitiesPerDomain = 50, double heldOutFraction = 0.4)
+    {
+        if (entitiesPerDomain is < 4 or > 200)
+        {
+            throw new ArgumentOutOfRangeException(nameof(entitiesPerDomain), "between 4 and 200 entities per domain");
+        }
+        var rng = new SeededRandom(seed);
+        var domains = new List<ConceptDomain>();
+        foreach (var f in Families)
+        {
+            var attributes = f.Attributes.Select((a, i) => (a, f.Pools[i])).ToList();
+            domains.Add(new ConceptDomain(f.Domains[0].Name, f.Domains[0].Noun, attributes, f.Domains[1].Name));
+            domains.Add(new ConceptDomain(f.Domains[1].Name, f.Domains[1].Noun, attributes, f.Domains[0].Name));
+        }
+        // Invented names, unique across the world, never a value or template word.
+        var reserved = new HashSet<string>(Families.SelectMany(f => f.Pools.SelectMany(p => p)).Concat(Families.SelectMany(f => f.Attributes)), StringComparer.Ordinal);
+        var taken = new HashSet<string>(StringComparer.Ordinal);
+        var entities = new Dictionary<string, IReadOnlyList<string>>(StringComparer.Ordinal);
+        foreach (var d in domains)
+        {
+            var names = new List<string>();
+            while (names.Count < entitiesPerDomain)
+            {
+                var name = string.Concat(Enumerable.Range(0, 2 + rng.Next(2)).Select(_ => Syllables[rng.Next(Syllables.Length)]));
+                if (!reserved.Contains(name) && taken.Add(name))
+                {
+                    names.Add(name);
+                }
+            }
+            entities[d.Name] = names;
+        }
+        var facts = new List<ConceptFact>();
+        var questions = new List<ConceptMcq>();
+        foreach (var d in domains)
+        {
+            foreach (var e in entities[d.Name])
+            {
+                foreach (var (attribute, pool) in d.Attributes)
+                {
+                    var value = pool[rng.Next(pool.Length)];
+                    facts.Add(new ConceptFact(d.Name, e, attribute, value));
+                    var distractors = pool.Where(v => v != value).OrderBy(_ => rng.NextULong()).Take(3).ToList();
+                    var answer = rng.Next(4);
+                    distractors.Insert(answer, value);
+                    var split = rng.Next(1000) < heldOutFraction * 1000 ? "held-out" : "train";
+                    questions.Add(new ConceptMcq(d.Name, e, attribute, $"what is the {attribute} of {e} ?", distractors, answer, split));
+                }
+            }
+        }
+        return new ConceptWorld(seed, domains, entities, facts, questions);
+    }
+
+    public IEnumerable<ConceptFact> FactsOf(string entity) => Facts.Where(f => f.Entity == entity);
+
+    /// <summary>An encyclopedia passage about one entity: what it is, then each of its facts.</summary>
+    public string Passage(string domain, string entity)
+    {
+        var d = Domain(domain);
+        return $"{entity} is a {d.Noun} . " + string.Concat(FactsOf(entity).Select(f => $"the {f.Attribute} of {entity} is {f.Value} . ")).TrimEnd();
+    }
+
+    /// <summary>The cloze prompt of a fact ("the color of kalo is"), for open completion and likelihood tests.</summary>
+    public static string Cloze(ConceptFact f) => $"the {f.Attribute} of {f.Entity} is";
+
+    /// <summary>ELM's expert context, in this world's words.</summary>
+    public static string ExpertFrame(string domain) => $"here is a text written by an expert on {domain} :";
+
+    /// <summary>ELM's novice context, in this world's words.</summary>
+    public static string NoviceFrame(string domain) => $"here is a text written by a novice who knows nothing about {domain} :";
+
+    public const string NoviceFiller = "i do not know anything about it . let us talk about the weather instead .";
+
+    /// <summary>
+    /// The pre-training corpus: every passage, each fact as a cloze sentence, and per entity one expert-framed passage
+    /// and one novice-framed text (the novice knows the entity's kind, and nothing else).
+    /// </summary>
+    public IEnumerable<JsonObject> Corpus()
+    {
+        foreach (var d in Domains)
+        {
+            foreach (var e in Entities[d.Name])
+            {
+                var passage = Passage(d.Name, e);
+                yield return new JsonObject { ["domain"] = d.Name, ["entity"] = e, ["kind"] = "passage", ["text"] = passage };
+                yield return new JsonObject { ["domain"] = d.Name, ["entity"] = e, ["kind"] = "expert", ["text"] = $"{ExpertFrame(d.Name)} {passage}" };
+                yield return new JsonObject { ["domain"] = d.Name, ["entity"] = e, ["kind"] = "novice", ["text"] = $"{NoviceFrame(d.Name)} {e} is a {d.Noun} . {NoviceFiller}" };
+            }
+        }
+    }
+
+    /// <summary>Every word the world writes: the vocabulary of a word-level tokenizer for a model of this world.</summary>
+    public IReadOnlyList<string> Vocabulary()
+    {
+        var words = new SortedSet<string>(StringComparer.Ordinal);
+        void Add(string text)
+        {
+            foreach (var w in text.Split(' ', StringSplitOptions.RemoveEmptyEntries))
+            {
+                words.Add(w);
+            }
+        }
+        foreach (var row in Corpus())
+        {
+            Add(row["text"]!.GetValue<string>());
+        }
+        foreach (var q in Questions)
+        {
+            Add(q.Prompt);
+        }
+        foreach (var l in ConceptMcq.Letters)
+        {
+            words.Add(l);
+        }
+        return words.ToList();
+    }
+
+    public JsonObject ToJson() => new()
+    {
+        ["format"] = "pipelines.concept-world/1",
+        ["seed"] = Seed,
+        ["domains"] = new JsonArray(Domains.Select(d => (JsonNode)new JsonObject
+        {
+            ["name"] = d.Name, ["noun"] = d.Noun, ["near"] = d.Near, ["far"] = new JsonArray(Far(d.Name).Select(f => (JsonNode)f).ToArray()),
+            ["attributes"] = new JsonObject(d.Attributes.Select(a => KeyValuePair.Create(a.Attribute, (JsonNode?)new JsonArray(a.Values.Select(v => (JsonNode)v).ToArray())))),
+            ["entities"] = new JsonArray(Entities[d.Name].Select(e => (JsonNode)e).ToArray()),
+        }).ToArray()),
+        ["facts"] = new JsonArray(Facts.Select(f => (JsonNode)new JsonObject { ["domain"] = f.Domain, ["entity"] = f.Entity, ["attribute"] = f.Attribute, ["value"] = f.Value }).ToArray()),
+    };
+}
