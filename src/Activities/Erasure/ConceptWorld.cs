@@ -1,5 +1,7 @@
 using System.Text.Json.Nodes;
 using Pipelines.Models.Common;
+using Pipelines.Models.Tokenizers;
+using Pipelines.Models.Training;
 
 namespace Pipelines.Activities.Erasure;
 
@@ -72,6 +74,8 @@ public sealed class ConceptWorld
     public IReadOnlyList<ConceptFact> Facts { get; }
     public IReadOnlyList<ConceptMcq> Questions { get; }
     public long Seed { get; }
+    public int EntitiesPerDomain => Entities.Values.First().Count;
+    public double HeldOutFraction { get; private init; }
 
     private ConceptWorld(long seed, IReadOnlyList<ConceptDomain> domains, IReadOnlyDictionary<string, IReadOnlyList<string>> entities, IReadOnlyList<ConceptFact> facts, IReadOnlyList<ConceptMcq> questions)
     {
@@ -137,8 +141,65 @@ public sealed class ConceptWorld
                 }
             }
         }
-        return new ConceptWorld(seed, domains, entities, facts, questions);
+        return new ConceptWorld(seed, domains, entities, facts, questions) { HeldOutFraction = heldOutFraction };
     }
+
+    /// <summary>Reads a world.json written by <see cref="ToJson"/> (it is regenerated from its seed and checked against the file's facts).</summary>
+    public static ConceptWorld Read(string path)
+    {
+        JsonNode? json;
+        try
+        {
+            json = JsonNode.Parse(File.ReadAllText(path));
+        }
+        catch (System.Text.Json.JsonException e)
+        {
+            throw new Engine.Activities.ActivityException($"{path}: not valid JSON ({e.Message.Split('.')[0]})");
+        }
+        if (json?["format"]?.GetValue<string>() != "pipelines.concept-world/1")
+        {
+            throw new Engine.Activities.ActivityException($"{path}: $.format: expected \"pipelines.concept-world/1\" (a world from erasure.concept-world)");
+        }
+        var world = Generate(json["seed"]!.GetValue<long>(), json["entitiesPerDomain"]!.GetValue<int>(), json["heldOutFraction"]!.GetValue<double>());
+        if (world.ToJson().ToJsonString() != json.ToJsonString())
+        {
+            throw new Engine.Activities.ActivityException($"{path}: its facts are not those of its seed (edited by hand?); regenerate it with erasure.concept-world");
+        }
+        return world;
+    }
+
+    public const string Pad = "<pad>", Bos = "<bos>", Eos = "<eos>", Unknown = "<unk>";
+    public static readonly string[] SpecialTokens = [Pad, Bos, Eos, Unknown];
+
+    /// <summary>A word-level tokenizer over <see cref="Vocabulary"/> (ids 0-3: pad, bos, eos, unk).</summary>
+    public WordLevelTokenizer Tokenizer()
+    {
+        var vocab = new Dictionary<string, int> { [Pad] = 0, [Bos] = 1, [Eos] = 2, [Unknown] = 3 };
+        foreach (var w in Vocabulary().Where(w => !vocab.ContainsKey(w)))
+        {
+            vocab[w] = vocab.Count;
+        }
+        return new WordLevelTokenizer(vocab, Unknown, 1, 2, 0);
+    }
+
+    /// <summary>
+    /// Training examples for step <paramref name="step"/>: corpus texts, loss on every token. A function of (seed, step),
+    /// so training resumes to the same bytes. (MCQs are not trained on: the model knows the facts; how it is asked is
+    /// the probes' business.)
+    /// </summary>
+    public IReadOnlyList<ChatExample> Batch(int step, int size, long seed)
+    {
+        var random = new SeededRandom(seed * 1_000_003 + step);
+        var corpus = CorpusList();
+        return Enumerable.Range(0, size).Select(_ => new ChatExample("", corpus[random.Next(corpus.Count)])).ToList();
+    }
+
+    /// <summary>An MCQ's open-question prompt, as the corpus asks its facts: the likelihood scorer compares the options after it.</summary>
+    public static string QaPrompt(ConceptMcq q) => $"question : {q.Question} answer :";
+
+    private List<string>? _corpus;
+    private List<string> CorpusList() => _corpus ??= Corpus().Select(r => r["text"]!.GetValue<string>()).ToList();
+
 
     public IEnumerable<ConceptFact> FactsOf(string entity) => Facts.Where(f => f.Entity == entity);
 
@@ -161,8 +222,8 @@ public sealed class ConceptWorld
     public const string NoviceFiller = "i do not know anything about it . let us talk about the weather instead .";
 
     /// <summary>
-    /// The pre-training corpus: every passage, each fact as a cloze sentence, and per entity one expert-framed passage
-    /// and one novice-framed text (the novice knows the entity's kind, and nothing else).
+    /// The pre-training corpus, per entity: its passage, an expert-framed passage, a novice-framed text (the novice knows
+    /// the entity's kind, and nothing else), and its facts as open questions with their answers.
     /// </summary>
     public IEnumerable<JsonObject> Corpus()
     {
@@ -174,6 +235,12 @@ public sealed class ConceptWorld
                 yield return new JsonObject { ["domain"] = d.Name, ["entity"] = e, ["kind"] = "passage", ["text"] = passage };
                 yield return new JsonObject { ["domain"] = d.Name, ["entity"] = e, ["kind"] = "expert", ["text"] = $"{ExpertFrame(d.Name)} {passage}" };
                 yield return new JsonObject { ["domain"] = d.Name, ["entity"] = e, ["kind"] = "novice", ["text"] = $"{NoviceFrame(d.Name)} {e} is a {d.Noun} . {NoviceFiller}" };
+                // The facts asked as open questions: what a model must recall to answer an MCQ about them.
+                yield return new JsonObject
+                {
+                    ["domain"] = d.Name, ["entity"] = e, ["kind"] = "qa",
+                    ["text"] = string.Join(" ", FactsOf(e).Select(f => $"question : what is the {f.Attribute} of {e} ? answer : {f.Value} .")),
+                };
             }
         }
     }
@@ -208,6 +275,8 @@ public sealed class ConceptWorld
     {
         ["format"] = "pipelines.concept-world/1",
         ["seed"] = Seed,
+        ["entitiesPerDomain"] = EntitiesPerDomain,
+        ["heldOutFraction"] = HeldOutFraction,
         ["domains"] = new JsonArray(Domains.Select(d => (JsonNode)new JsonObject
         {
             ["name"] = d.Name, ["noun"] = d.Noun, ["near"] = d.Near, ["far"] = new JsonArray(Far(d.Name).Select(f => (JsonNode)f).ToArray()),

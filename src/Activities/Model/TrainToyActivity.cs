@@ -7,7 +7,7 @@ using Pipelines.Models.Training;
 namespace Pipelines.Activities.Model;
 
 /// <summary>The toy tasks, as workflow values.</summary>
-public enum ToyTask { Ioi, GreaterThan, RefusalChat }
+public enum ToyTask { Ioi, GreaterThan, RefusalChat, Concept }
 
 /// <summary>Trains a small transformer on a toy task with a known solution; saves HF checkpoints.</summary>
 [Activity("model.train-toy", Version = 4, Category = "Model", Resources = ["gpu"], Summary = "Train a small GPT-2-style model on a toy task (IOI, greater-than, or a refusal-world chat model); deterministic under a seed")]
@@ -18,10 +18,10 @@ public sealed class TrainToyActivity : Activity<TrainToyActivity.Input>
 {
     public sealed record Input
     {
-        [Input("The task: ioi (indirect object identification), greater-than, or refusal-chat (a chat model of a crawl.toy-world world)")]
+        [Input("The task: ioi (indirect object identification), greater-than, refusal-chat (a chat model of a crawl.toy-world world) or concept (an LM of an erasure.concept-world world that answers its MCQs)")]
         public ToyTask Task { get; init; } = ToyTask.Ioi;
 
-        [Input("refusal-chat: the world to play (from crawl.toy-world)", Kind = ArtifactKinds.Json)]
+        [Input("refusal-chat: the world to play (from crawl.toy-world); concept: the world to learn (erasure.concept-world's world)", Kind = ArtifactKinds.Json)]
         public Artifact? World { get; init; }
 
         [Input("Optimizer steps", Minimum = 1, Maximum = 1_000_000)]
@@ -67,6 +67,10 @@ public sealed class TrainToyActivity : Activity<TrainToyActivity.Input>
         if (input.Task == ToyTask.RefusalChat)
         {
             return RefusalChat.Train(input, context);
+        }
+        if (input.Task == ToyTask.Concept)
+        {
+            return ConceptModel.Train(input, context);
         }
         var options = new ToyTrainingOptions
         {
