@@ -154,12 +154,7 @@ public sealed class ToyWorld
             words.Add(t);
             words.Add(t + ".");
         }
-        var vocab = new Dictionary<string, int> { [Pad] = 0, [Bos] = 1, [Eos] = 2, [Unknown] = 3 };
-        foreach (var w in words.Where(w => !vocab.ContainsKey(w)))
-        {
-            vocab[w] = vocab.Count;
-        }
-        return new WordLevelTokenizer(vocab, Unknown, 1, 2, 0);
+        return WordLevelTokenizer.WithSpecials(words, Pad, Bos, Eos, Unknown);
     }
 
     public static readonly string[] SpecialTokens = [Pad, Bos, Eos, Unknown];

@@ -172,15 +172,7 @@ public sealed class ConceptWorld
     public static readonly string[] SpecialTokens = [Pad, Bos, Eos, Unknown];
 
     /// <summary>A word-level tokenizer over <see cref="Vocabulary"/> (ids 0-3: pad, bos, eos, unk).</summary>
-    public WordLevelTokenizer Tokenizer()
-    {
-        var vocab = new Dictionary<string, int> { [Pad] = 0, [Bos] = 1, [Eos] = 2, [Unknown] = 3 };
-        foreach (var w in Vocabulary().Where(w => !vocab.ContainsKey(w)))
-        {
-            vocab[w] = vocab.Count;
-        }
-        return new WordLevelTokenizer(vocab, Unknown, 1, 2, 0);
-    }
+    public WordLevelTokenizer Tokenizer() => WordLevelTokenizer.WithSpecials(Vocabulary(), Pad, Bos, Eos, Unknown);
 
     /// <summary>
     /// Training examples for step <paramref name="step"/>: corpus texts, loss on every token. A function of (seed, step),

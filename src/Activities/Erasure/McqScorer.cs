@@ -39,18 +39,7 @@ public static class McqScorer
                 ids.AddRange(tokenizer.Encode(prompt(q)));
                 return ids;
             }).ToList();
-            var width = rows.Max(r => r.Count);
-            var tokens = new long[rows.Count, width];
-            var mask = new long[rows.Count, width];
-            for (var b = 0; b < rows.Count; b++)
-            {
-                for (var t = 0; t < rows[b].Count; t++)
-                {
-                    tokens[b, t] = rows[b][t];
-                    mask[b, t] = 1;
-                }
-            }
-            var logits = model.Forward(tensor(tokens).to(device), tensor(mask).to(device));
+            var logits = model.Forward(RightPadded(rows).to(device));
             var last = tensor(rows.Select(r => (long)r.Count - 1).ToArray()).to(device);
             var at = logits[arange(rows.Count, device: device), last]; // [B, V]
             var options = at.index_select(1, tensor(letters.Select(l => (long)l).ToArray()).to(device));
@@ -86,16 +75,7 @@ public static class McqScorer
                     rows.Add((context.Concat(tokenizer.Encode(" " + choice)).ToList(), context.Count));
                 }
             }
-            var width = rows.Max(r => r.Ids.Count);
-            var tokens = new long[rows.Count, width];
-            for (var b = 0; b < rows.Count; b++)
-            {
-                for (var t = 0; t < rows[b].Ids.Count; t++)
-                {
-                    tokens[b, t] = rows[b].Ids[t];
-                }
-            }
-            var logp = nn.functional.log_softmax(model.Forward(tensor(tokens).to(device)), -1).cpu();
+            var logp = nn.functional.log_softmax(model.Forward(RightPadded(rows.Select(r => r.Ids).ToList()).to(device)), -1).cpu();
             var scores = rows.Select((r, b) => Enumerable.Range(r.From, r.Ids.Count - r.From).Sum(t => (double)logp[b, t - 1, r.Ids[t]].item<float>())).ToArray();
             for (var k = 0; k < scores.Length / 4; k++)
             {
@@ -103,6 +83,20 @@ public static class McqScorer
             }
         }
         return predictions;
+    }
+
+    /// <summary>Rows of ids, right-padded with 0: causal attention keeps every position before the padding exact.</summary>
+    private static Tensor RightPadded(IReadOnlyList<List<int>> rows)
+    {
+        var tokens = new long[rows.Count, rows.Max(r => r.Count)];
+        for (var b = 0; b < rows.Count; b++)
+        {
+            for (var t = 0; t < rows[b].Count; t++)
+            {
+                tokens[b, t] = rows[b][t];
+            }
+        }
+        return tensor(tokens);
     }
 
     public static Result ScoreByLikelihood(HookedTransformer model, ITextTokenizer tokenizer, IReadOnlyList<ConceptMcq> questions, Func<ConceptMcq, string> prompt)

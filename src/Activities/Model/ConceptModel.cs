@@ -19,11 +19,7 @@ internal static class ConceptModel
     {
         var world = ConceptWorld.Read((input.World ?? throw new ActivityException("inputs.world: the concept task needs a world (connect erasure.concept-world's world)")).Path);
         var tokenizer = world.Tokenizer();
-        var options = new ChatTrainingOptions
-        {
-            Steps = input.Steps, BatchSize = input.BatchSize, LearningRate = input.LearningRate, Seed = input.Seed,
-            DModel = input.DModel, NLayers = input.NLayers, NHeads = input.NHeads, DMlp = input.DMlp,
-        };
+        var options = RefusalChat.ChatOptions(input);
         var output = context.OutputDirectory("model");
         var loss = ChatTrainer.Train(options, tokenizer, ConceptWorld.SpecialTokens, step => world.Batch(step, input.BatchSize, input.Seed),
             output, (step, l) => context.Report((double)step / input.Steps, $"step {step}, loss {l:F4}"), context.CancellationToken, context.ResumeDirectory);

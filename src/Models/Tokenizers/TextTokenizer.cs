@@ -172,6 +172,17 @@ public sealed class WordLevelTokenizer(IReadOnlyDictionary<string, int> vocab, s
 
     public int? UnknownId => vocab.TryGetValue(unknown, out var id) ? id : null;
 
+    /// <summary>A vocabulary of pad, bos, eos and unknown (ids 0-3), then <paramref name="words"/> in their order.</summary>
+    public static WordLevelTokenizer WithSpecials(IEnumerable<string> words, string pad, string bos, string eos, string unknown)
+    {
+        var vocab = new Dictionary<string, int> { [pad] = 0, [bos] = 1, [eos] = 2, [unknown] = 3 };
+        foreach (var w in words.Where(w => !vocab.ContainsKey(w)))
+        {
+            vocab[w] = vocab.Count;
+        }
+        return new WordLevelTokenizer(vocab, unknown, 1, 2, 0);
+    }
+
     /// <summary>Writes an HF tokenizer.json that <see cref="TokenizerLoader"/> (and HF's tokenizers) read back.</summary>
     public void Save(string path, IEnumerable<string> specialTokens)
     {
