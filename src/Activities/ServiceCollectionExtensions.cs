@@ -32,7 +32,10 @@ public static class ServiceCollectionExtensions
         services.AddActivity<Crawl.ToyWorldActivity>();
         services.AddActivity<Crawl.CrawlEvaluateActivity>();
         services.AddActivity<Erasure.ConceptWorldActivity>();
+        services.AddActivity<Erasure.ErasureTrainActivity>();
+        services.AddActivity<Erasure.ErasureProbeActivity>();
         services.AddActivity<CrawlReportActivity>();
+        services.AddActivity<ErasureReportActivity>();
         services.AddActivity<Schemas.SchemaApplyActivity>();
         services.AddActivity<Schemas.SchemaGenerateActivity>();
         services.AddActivityRegistry();

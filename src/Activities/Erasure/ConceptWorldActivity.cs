@@ -5,7 +5,7 @@ using Pipelines.Engine.Activities;
 namespace Pipelines.Activities.Erasure;
 
 /// <summary>Generates the concept world: domains, facts, MCQs and the pre-training corpus (see <see cref="ConceptWorld"/>).</summary>
-[Activity("erasure.concept-world", Version = 1, Category = "Erasure", Summary = "Generate a world of planted concepts (10 domains in 5 near pairs, invented entities, facts) with MCQs, passages and expert/novice documents")]
+[Activity("erasure.concept-world", Version = 2, Category = "Erasure", Summary = "Generate a world of planted concepts (10 domains in 5 near pairs, invented entities, facts) with MCQs, passages and expert/novice documents")]
 [Output("world", ArtifactKinds.Json, Help = "world.json: domains (attributes, value pools, entities, near and far neighbours) and every fact", MediaType = "application/json", FileName = "world.json")]
 [Output("mcq", ArtifactKinds.Dataset, Help = "Four-option MCQs in lm-eval / WMDP's layout (question, choices, answer index) with domain, entity, attribute and split (train or held-out)", MediaType = "application/x-ndjson", FileName = "mcq.jsonl")]
 [Output("corpus", ArtifactKinds.Dataset, Help = "Pre-training text per entity: a passage, an expert-framed passage, a novice-framed text and its facts as open questions (domain, entity, kind, text)", MediaType = "application/x-ndjson", FileName = "corpus.jsonl")]

@@ -19,9 +19,16 @@ internal static class ConceptModel
     {
         var world = ConceptWorld.Read((input.World ?? throw new ActivityException("inputs.world: the concept task needs a world (connect erasure.concept-world's world)")).Path);
         var tokenizer = world.Tokenizer();
+        foreach (var d in input.ExcludeDomains)
+        {
+            if (world.Domains.All(x => x.Name != d))
+            {
+                throw new ActivityException($"inputs.excludeDomains: no domain \"{d}\" (domains: {string.Join(", ", world.Domains.Select(x => x.Name))})");
+            }
+        }
         var options = RefusalChat.ChatOptions(input);
         var output = context.OutputDirectory("model");
-        var loss = ChatTrainer.Train(options, tokenizer, ConceptWorld.SpecialTokens, step => world.Batch(step, input.BatchSize, input.Seed),
+        var loss = ChatTrainer.Train(options, tokenizer, ConceptWorld.SpecialTokens, step => world.Batch(step, input.BatchSize, input.Seed, input.ExcludeDomains),
             output, (step, l) => context.Report((double)step / input.Steps, $"step {step}, loss {l:F4}"), context.CancellationToken, context.ResumeDirectory);
         Directory.CreateDirectory(context.OutputDirectory("checkpoints"));
         using var model = Checkpoint.Load(output);

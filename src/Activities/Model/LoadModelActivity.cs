@@ -4,7 +4,7 @@ using Pipelines.Models.Checkpoints;
 namespace Pipelines.Activities.Model;
 
 /// <summary>Turns a HF checkpoint directory on disk into a Model artifact whose digest is the content of its files.</summary>
-[Activity("model.load", Version = 3, Category = "Model", Summary = "Load a HF checkpoint directory (config.json + safetensors + tokenizer) as a Model, optionally with a PEFT LoRA adapter merged in and quantized (bf16, int8, int4)")]
+[Activity("model.load", Version = 4, Category = "Model", Summary = "Load a HF checkpoint directory (config.json + safetensors + tokenizer) as a Model, optionally with a PEFT LoRA adapter merged in and quantized (bf16, int8, int4)")]
 [Output("model", ArtifactKinds.Model, Help = "The checkpoint: config.json, safetensors and tokenizer files", MediaType = "inode/directory", FileName = "model", IsDirectory = true)]
 public sealed class LoadModelActivity : Activity<LoadModelActivity.Input>
 {
@@ -18,10 +18,26 @@ public sealed class LoadModelActivity : Activity<LoadModelActivity.Input>
 
         [Input("A PEFT LoRA adapter directory for this checkpoint (adapter_config.json + adapter_model.safetensors, e.g. a published ELM or RMU adapter); merged into the weights", IsPath = true, PathKind = PathKind.Directory)]
         public string? Adapter { get; init; }
+
+        [Input("When path is a PEFT adapter directory (adapter_config.json, no config.json): the base checkpoint it is merged into. Lets one workflow parameter take either an erased checkpoint or an adapter", IsPath = true, PathKind = PathKind.Directory)]
+        public string? AdapterBase { get; init; }
     }
 
     protected override Task ExecuteAsync(Input input, ActivityContext context)
     {
+        if (Directory.Exists(input.Path) && File.Exists(System.IO.Path.Combine(input.Path, Pipelines.Models.Adapters.LoraAdapter.ConfigFile))
+            && !File.Exists(System.IO.Path.Combine(input.Path, Checkpoint.ConfigFile)))
+        {
+            if (input.AdapterBase is null)
+            {
+                throw new ActivityException($"{input.Path}: a PEFT adapter, not a checkpoint; give the base checkpoint as adapterBase (or the base as path and this as adapter)");
+            }
+            if (input.Adapter is { Length: > 0 })
+            {
+                throw new ActivityException($"{input.Path}: a PEFT adapter, and adapter is set too; give one adapter");
+            }
+            input = input with { Path = input.AdapterBase, Adapter = input.Path, AdapterBase = null };
+        }
         if (!Directory.Exists(input.Path))
         {
             throw new ActivityException($"{input.Path}: expected a checkpoint directory, found a file");
@@ -62,7 +78,7 @@ public sealed class LoadModelActivity : Activity<LoadModelActivity.Input>
         var (model, tokenizer) = ModelArtifacts.Open(new Artifact("", ArtifactKinds.Model, "inode/directory", output, 0, true, "model"));
         using (model)
         {
-            if (input.Adapter is { } adapterDir)
+            if (input.Adapter is { Length: > 0 } adapterDir)
             {
                 Merged(model, output, adapterDir, context);
             }

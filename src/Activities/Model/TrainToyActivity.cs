@@ -10,7 +10,7 @@ namespace Pipelines.Activities.Model;
 public enum ToyTask { Ioi, GreaterThan, RefusalChat, Concept }
 
 /// <summary>Trains a small transformer on a toy task with a known solution; saves HF checkpoints.</summary>
-[Activity("model.train-toy", Version = 4, Category = "Model", Resources = ["gpu"], Summary = "Train a small GPT-2-style model on a toy task (IOI, greater-than, or a refusal-world chat model); deterministic under a seed")]
+[Activity("model.train-toy", Version = 5, Category = "Model", Resources = ["gpu"], Summary = "Train a small GPT-2-style model on a toy task (IOI, greater-than, a refusal-world chat model or a concept-world LM); deterministic under a seed")]
 [Output("model", ArtifactKinds.Model, Help = "The trained model, a HF checkpoint with a word-level tokenizer", MediaType = "inode/directory", FileName = "model", IsDirectory = true)]
 [Output("checkpoints", ArtifactKinds.Checkpoints, Help = "Intermediate checkpoints step-NNNNNN/ (empty unless checkpointEvery > 0)", MediaType = "inode/directory", FileName = "checkpoints", IsDirectory = true)]
 [Output("metrics", ArtifactKinds.Json, Help = "Held-out accuracy, task metric and final loss", MediaType = "application/json", FileName = "metrics.json")]
@@ -23,6 +23,9 @@ public sealed class TrainToyActivity : Activity<TrainToyActivity.Input>
 
         [Input("refusal-chat: the world to play (from crawl.toy-world); concept: the world to learn (erasure.concept-world's world)", Kind = ArtifactKinds.Json)]
         public Artifact? World { get; init; }
+
+        [Input("concept: domains left out of the training text (a model that never learned them: the exact-unlearning reference for erasure.probe)")]
+        public IReadOnlyList<string> ExcludeDomains { get; init; } = [];
 
         [Input("Optimizer steps", Minimum = 1, Maximum = 1_000_000)]
         public int Steps { get; init; } = 800;

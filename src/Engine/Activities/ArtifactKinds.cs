@@ -16,8 +16,11 @@ public static class ArtifactKinds
     /// <summary>A directory of checkpoints (step-NNNNNN folders): not a Model, so it never stands in for one.</summary>
     public const string Checkpoints = "Checkpoints";
 
+    /// <summary>An erasure probe battery's matrix (pipelines.erasure-matrix/1): methods × probes with a classification.</summary>
+    public const string ErasureMatrix = "ErasureMatrix";
+
     /// <summary>Every known kind, for the JSON Schema and the designer's colours.</summary>
-    public static readonly IReadOnlyList<string> All = [Dataset, Report, Json, Model, Schema, Scores, Circuit, Plot, Topics, Checkpoints];
+    public static readonly IReadOnlyList<string> All = [Dataset, Report, Json, Model, Schema, Scores, Circuit, Plot, Topics, Checkpoints, ErasureMatrix];
 }
 
 /// <summary>An artifact handed to an activity: an immutable object in the store.</summary>
