@@ -34,6 +34,7 @@ public static class ServiceCollectionExtensions
         services.AddActivity<Erasure.ConceptWorldActivity>();
         services.AddActivity<Erasure.ErasureTrainActivity>();
         services.AddActivity<Erasure.ErasureProbeActivity>();
+        services.AddActivity<Erasure.ErasureImportActivity>();
         services.AddActivity<CrawlReportActivity>();
         services.AddActivity<ErasureReportActivity>();
         services.AddActivity<Schemas.SchemaApplyActivity>();

@@ -62,7 +62,15 @@ public sealed class ConceptData
     public required Func<ConceptMcq, string> Answered { get; init; }
 
     /// <summary>Answer-turn openings for the prefill attack; "{attribute}" and "{entity}" are replaced by the question's.</summary>
-    public required IReadOnlyList<string> Prefills { get; init; }
+    public required IReadOnlyList<string> Prefills { get => _prefills; init => _prefills = value; }
+    private IReadOnlyList<string> _prefills = [];
+
+    public ConceptData WithPrefills(IReadOnlyList<string> prefills)
+    {
+        var copy = (ConceptData)MemberwiseClone();
+        copy._prefills = prefills;
+        return copy;
+    }
 
     public static string Fill(string prefill, ConceptMcq q) =>
         prefill.Replace("{attribute}", q.Attribute, StringComparison.Ordinal).Replace("{entity}", q.Entity, StringComparison.Ordinal);

@@ -54,6 +54,9 @@ public sealed class ErasureProbeActivity : Activity<ErasureProbeActivity.Input>
         [Input("Real data: how a question is asked ({question} is replaced; e.g. a chat template's user turn and the assistant's opening)")]
         public string Template { get; init; } = ConceptData.DefaultTemplate;
 
+        [Input("Prefill attack: answer-turn openings (default: \"Sure, the answer is\" and \"I know that. The answer is\"; the concept world's own in its words)")]
+        public IReadOnlyList<string> Prefills { get; init; } = [];
+
         [Input("Erasure checkpoints along training (erasure.train's checkpoints: adapters on B), for the dynamics", Kind = ArtifactKinds.Checkpoints)]
         public Artifact? Checkpoints { get; init; }
 
@@ -98,6 +101,10 @@ public sealed class ErasureProbeActivity : Activity<ErasureProbeActivity.Input>
     protected override Task ExecuteAsync(Input input, ActivityContext context)
     {
         var data = Data(input);
+        if (input.Prefills.Count > 0)
+        {
+            data = data.WithPrefills(input.Prefills);
+        }
         var (baseModel, baseTokenizer) = ModelArtifacts.Open(input.Base);
         using var _b = baseModel;
         var (erasedModel, erasedTokenizer) = ModelArtifacts.Open(input.Erased);

@@ -58,6 +58,10 @@ public sealed class SchemaTests : IDisposable
             {
                 "mib-circuit.json" => new Dictionary<string, string> { ["model"] = checkpoint },
                 "checkpoint-watch.json" => new Dictionary<string, string> { ["checkpoint"] = checkpoint, ["checkpoints"] = _ws.Root },
+                "erasure-probe-real.json" => new Dictionary<string, string>
+                {
+                    ["base"] = checkpoint, ["erased"] = checkpoint, ["mcq"] = _ws.Write("mcq.json", "[]"), ["forget"] = _ws.Write("forget.jsonl", "{}"), ["retain"] = _ws.Write("retain.jsonl", "{}"),
+                },
                 _ => new Dictionary<string, string>(),
             };
             var plan = _ws.Compiler.CompileText(json, file, overrides, new Pipelines.Engine.Validation.PathPolicy(root, [_ws.Root]));
