@@ -33,6 +33,10 @@ public static class Program
         {
             return CrawlBench.Run(args.Skip(1).ToArray());
         }
+        if (args.FirstOrDefault() == "erasure")
+        {
+            return ErasureBench.Run(args.Skip(1).ToArray());
+        }
         if (args.FirstOrDefault() == "attribution")
         {
             return AttributionBench.Run(args.Skip(1).ToArray());

@@ -49,9 +49,6 @@ public sealed class ConceptData
     /// <summary>The open question for an MCQ (no options): what the model answers when asked.</summary>
     public required Func<ConceptMcq, string> Ask { get; init; }
 
-    /// <summary>The open question split into the user's part and the answer marker after it (the hard prefix goes between).</summary>
-    public required Func<ConceptMcq, (string User, string Marker)> AskParts { get; init; }
-
     /// <summary>The MCQ with lettered options and "Answer:" (ELM's scorer reads the next token's A-D logits).</summary>
     public required Func<ConceptMcq, string> Letter { get; init; }
 
@@ -126,7 +123,6 @@ public sealed class ConceptData
             HandOff = world.Entities[domain].Select(e => new HandOffItem($"{e} is a {d.Noun} .",
                 facts[e].Select(f => ($"the {f.Attribute} of {e} is", f.Value)).ToList())).ToList(),
             Ask = ConceptWorld.QaPrompt,
-            AskParts = q => ($"question : {q.Question}", "answer :"),
             Letter = q => q.Prompt,
             // The entity's passage without the asked fact (the surround), then the question: the answer is never in the context.
             InContext = q => $"{world.Passage(domain, q.Entity, facts[q.Entity].Where(f => f.Attribute != q.Attribute))} {ConceptWorld.QaPrompt(q)}",
@@ -180,7 +176,6 @@ public sealed class ConceptData
             FarLikelihood = Whole(retain.Take(200)),
             HandOff = target.Where(q => q.Split != "train").Select(q => new HandOffItem(Ask(q), [("", q.Choices[q.Answer])])).ToList(),
             Ask = Ask,
-            AskParts = q => (template[..template.IndexOf("{question}", StringComparison.Ordinal)] + q.Question, template[(template.IndexOf("{question}", StringComparison.Ordinal) + "{question}".Length)..]),
             Letter = q => "The following is a multiple choice question (with answer).\n\n" + q.Question + "\n"
                 + string.Concat(q.Choices.Select((c, i) => $"{ConceptMcq.Letters[i]}. {c}\n")) + "Answer:",
             InContext = q => string.Concat(shots.Where(s => s != q).Select(s => $"{Ask(s)} {s.Choices[s.Answer]}\n\n")) + Ask(q),

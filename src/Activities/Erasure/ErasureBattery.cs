@@ -227,17 +227,17 @@ public sealed class ErasureBattery(ProbeKit b, ProbeKit erased, ConceptData data
         Scored("in-context", "recovery", "open-answer accuracy with concept context before the question", erased.Open(HeldOut, data.InContext).AsDoubles(), b.Open(HeldOut, data.InContext).AsDoubles().Average(), OpenChance, 1);
 
     /// <summary>
-    /// Answer-token rows: prompt ids with <paramref name="inserted"/> ids after BOS (or, with <paramref name="atUserEnd"/>,
-    /// between the question and the answer marker), then the answer; targets only on the answer. Slots: where each row's
+    /// Answer-token rows: prompt ids with <paramref name="inserted"/> ids after BOS (or, with <paramref name="inAnswer"/>,
+    /// after the whole prompt, opening the answer turn), then the answer; targets only on the answer. Slots: where each row's
     /// inserted ids start.
     /// </summary>
-    private (Tensor Tokens, Tensor Targets, int[] Slots) AnswerRows(ProbeKit kit, IReadOnlyList<ConceptMcq> questions, IReadOnlyList<int> inserted, bool atUserEnd = false)
+    private (Tensor Tokens, Tensor Targets, int[] Slots) AnswerRows(ProbeKit kit, IReadOnlyList<ConceptMcq> questions, IReadOnlyList<int> inserted, bool inAnswer = false)
     {
         var rows = new List<(List<int> Ids, int From)>();
         var slots = new List<int>();
         foreach (var q in questions)
         {
-            var (prompt, slot) = PromptWith(kit, q, inserted, atUserEnd);
+            var (prompt, slot) = PromptWith(kit, q, inserted, inAnswer);
             slots.Add(slot);
             rows.Add(([.. prompt, .. kit.Tokenizer.Encode(" " + q.Choices[q.Answer])], prompt.Count));
         }
@@ -256,13 +256,13 @@ public sealed class ErasureBattery(ProbeKit b, ProbeKit erased, ConceptData data
         return (tensor(tokens, device: device), tensor(targets, device: device), slots.ToArray());
     }
 
-    private (List<int> Ids, int Slot) PromptWith(ProbeKit kit, ConceptMcq q, IReadOnlyList<int> inserted, bool atUserEnd)
+    private (List<int> Ids, int Slot) PromptWith(ProbeKit kit, ConceptMcq q, IReadOnlyList<int> inserted, bool inAnswer)
     {
-        if (atUserEnd)
+        if (inAnswer)
         {
-            var (user, marker) = data.AskParts(q);
-            var head = kit.Ids(user);
-            return ([.. head, .. inserted, .. kit.Tokenizer.Encode(marker.StartsWith('\n') ? marker : " " + marker)], head.Count);
+            // The answer turn's opening: after the answer marker, where the response starts.
+            var asked = kit.Ids(data.Ask(q));
+            return ([.. asked, .. inserted], asked.Count);
         }
         var ids = kit.Ids(data.Ask(q));
         var slot = kit.Tokenizer.BosId is not null && kit.Ids("x").Count > kit.Tokenizer.Encode("x").Count ? 1 : 0;
@@ -271,10 +271,10 @@ public sealed class ErasureBattery(ProbeKit b, ProbeKit erased, ConceptData data
     }
 
     /// <summary>Open answers with <paramref name="inserted"/> ids in each prompt, grouped by length and slot so a hook can address fixed positions.</summary>
-    private double[] OpenWithInserted(ProbeKit kit, IReadOnlyList<int> inserted, bool atUserEnd = false)
+    private double[] OpenWithInserted(ProbeKit kit, IReadOnlyList<int> inserted, bool inAnswer = false)
     {
         var hits = new double[HeldOut.Count];
-        foreach (var group in HeldOut.Select((q, i) => (q, i, p: PromptWith(kit, q, inserted, atUserEnd))).GroupBy(r => (r.p.Ids.Count, r.p.Slot)))
+        foreach (var group in HeldOut.Select((q, i) => (q, i, p: PromptWith(kit, q, inserted, inAnswer))).GroupBy(r => (r.p.Ids.Count, r.p.Slot)))
         {
             var rows = group.ToList();
             var answers = kit.Continue(rows.Select(r => (IReadOnlyList<int>)r.p.Ids).ToList(), ProbeKit.Greedy);
@@ -357,8 +357,8 @@ public sealed class ErasureBattery(ProbeKit b, ProbeKit erased, ConceptData data
     }
 
     /// <summary>
-    /// GCG-style adversarial tokens: a few real tokens at the end of the question (before the answer marker, where GCG
-    /// puts its suffix), improved by gradient-guided single-token swaps (the one-hot
+    /// GCG-style adversarial tokens: a few real tokens opening the answer turn (initialised from the first prefill's
+    /// words), improved by gradient-guided single-token swaps (the one-hot
     /// gradient ranks candidates; the best of a sampled set is kept) to minimise the NLL of the train split's answers
     /// under B′; scored on the held-out questions.
     /// </summary>
@@ -379,14 +379,15 @@ public sealed class ErasureBattery(ProbeKit b, ProbeKit erased, ConceptData data
         var train = data.Train(32);
         var m = settings.PrefixTokens;
         var random = new Pipelines.Models.Common.SeededRandom(settings.Seed + 29);
-        // Start from sentence ends (". . ."): a neutral opening that names nothing the model could copy.
-        var prefix = Enumerable.Repeat(Neutral(erased) ?? allowed[random.Next(allowed.Length)], m).ToList();
+        // Start from the first prefill's opening words (padded with full stops): text the model continues fluently.
+        var opening = tokenizer.Encode(" " + ConceptData.Fill(data.Prefills.FirstOrDefault() ?? ".", train[0])).Where(allowed.Contains).Take(m).ToList();
+        var prefix = opening.Concat(Enumerable.Repeat(Neutral(erased) ?? allowed[random.Next(allowed.Length)], m)).Take(m).ToList();
         using var frozen = Frozen(model);
         double Loss(IReadOnlyList<int> candidate)
         {
             using var _ = no_grad();
             using var scope = NewDisposeScope();
-            var (tokens, targets, _) = AnswerRows(erased, train, candidate, atUserEnd: true);
+            var (tokens, targets, _) = AnswerRows(erased, train, candidate, inAnswer: true);
             var logits = model.Forward(tokens);
             return F.cross_entropy(logits.reshape(-1, logits.shape[2]), targets.reshape(-1), ignore_index: -100).item<float>();
         }
@@ -397,7 +398,7 @@ public sealed class ErasureBattery(ProbeKit b, ProbeKit erased, ConceptData data
         for (var iteration = 0; iteration < settings.PrefixSteps; iteration++)
         {
             using var scope = NewDisposeScope();
-            var (tokens, targets, slots) = AnswerRows(erased, train, prefix, atUserEnd: true);
+            var (tokens, targets, slots) = AnswerRows(erased, train, prefix, inAnswer: true);
             var onehot = F.one_hot(tensor(prefix.Select(p => (long)p).ToArray(), device: model.W_E.device), model.Config.DVocab).to(model.W_E.dtype).requires_grad_(true);
             Tensor Replace(Tensor x)
             {
@@ -431,7 +432,7 @@ public sealed class ErasureBattery(ProbeKit b, ProbeKit erased, ConceptData data
         double[] hits;
         using (no_grad())
         {
-            hits = OpenWithInserted(erased, prefix, atUserEnd: true);
+            hits = OpenWithInserted(erased, prefix, inAnswer: true);
         }
         return (hits, tokenizer.Decode(prefix), start, current);
     }

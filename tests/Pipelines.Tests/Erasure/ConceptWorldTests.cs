@@ -50,7 +50,7 @@ public sealed class ConceptWorldTests : IDisposable
             Assert.DoesNotContain(d.Near, world.Far(d.Name));
         }
         var corpus = world.Corpus().ToList();
-        Assert.Equal(10 * 8 * 4, corpus.Count);
+        Assert.Equal(10 * 8 * 5, corpus.Count);
         var vocabulary = world.Vocabulary().ToHashSet();
         foreach (var f in world.Facts)
         {
@@ -78,7 +78,7 @@ public sealed class ConceptWorldTests : IDisposable
         });
         var world = JsonNode.Parse(File.ReadAllText(_ws.Store.ObjectPath(outputs["world"].Digest)))!;
         Assert.Equal("pipelines.concept-world/1", world["format"]!.GetValue<string>());
-        Assert.Equal(10 * 6 * 4, File.ReadAllLines(_ws.Store.ObjectPath(outputs["corpus"].Digest)).Length);
+        Assert.Equal(10 * 6 * 5, File.ReadAllLines(_ws.Store.ObjectPath(outputs["corpus"].Digest)).Length);
     }
 
     public void Dispose() => _ws.Dispose();
@@ -87,17 +87,40 @@ public sealed class ConceptWorldTests : IDisposable
 public sealed class ConceptTrainingDataTests
 {
     [Fact]
-    public void TrainingBatchesAreCorpusTextsAndAFunctionOfSeedAndStep()
+    public void TrainingBatchesStateOnlyTrueFactsInFreshOrdersAndAreAFunctionOfSeedAndStep()
     {
         var world = ConceptWorld.Generate(2, entitiesPerDomain: 6);
-        var corpus = world.Corpus().Select(r => r["text"]!.GetValue<string>()).ToHashSet();
-        foreach (var step in Enumerable.Range(0, 10))
+        var facts = world.Facts.ToDictionary(f => (f.Attribute, f.Entity), f => f.Value);
+        var statement = new System.Text.RegularExpressions.Regex(@"the (\w+) of (\w+) is (\w+) \.");
+        var asked = new System.Text.RegularExpressions.Regex(@"what is the (\w+) of (\w+) \? answer : (?:sure , the answer is |i know that \. the \w+ of \w+ is )?(\w+) \.");
+        var reordered = false;
+        var openings = 0;
+        foreach (var step in Enumerable.Range(0, 20))
         {
             var batch = world.Batch(step, 16, 5);
             Assert.Equal(batch, world.Batch(step, 16, 5));
-            Assert.All(batch, e => Assert.Contains(e.Completion, corpus));
+            foreach (var e in batch)
+            {
+                var found = statement.Matches(e.Completion).Concat(asked.Matches(e.Completion)).ToList();
+                Assert.True(found.Count > 0 || e.Completion.StartsWith(ConceptWorld.NoviceFrame("").Split(' ')[0], StringComparison.Ordinal), e.Completion);
+                foreach (var m in found)
+                {
+                    Assert.Equal(facts[(m.Groups[1].Value, m.Groups[2].Value)], m.Groups[3].Value);
+                }
+                var attributes = statement.Matches(e.Completion).Select(m => m.Groups[1].Value).ToList();
+                var entity = statement.Matches(e.Completion).Select(m => m.Groups[2].Value).FirstOrDefault();
+                if (entity is not null && attributes.Count == 5)
+                {
+                    reordered |= !attributes.SequenceEqual(world.FactsOf(entity).Select(f => f.Attribute));
+                }
+                openings += e.Completion.Contains("sure , the answer is", StringComparison.Ordinal) ? 1 : 0;
+            }
         }
+        Assert.True(reordered, "facts are redrawn in a fresh order");
+        Assert.True(openings > 0, "some answers open as the prefill attack does");
         Assert.NotEqual(world.Batch(0, 16, 5), world.Batch(0, 16, 6));
+        // Excluded domains never appear.
+        Assert.All(Enumerable.Range(0, 5).SelectMany(step => world.Batch(step, 16, 5, ["volcanoes"])), e => Assert.DoesNotContain("volcano", e.Completion));
     }
 
     [Fact]

@@ -33,6 +33,18 @@ public sealed class ErasureRealDataTests(ErasureBatteryFixture fixture) : IClass
         Copy(fixture.ModelPath, Path.Combine(ws.Root, "real", "base"));
         Copy(ws.Store.ObjectPath(erase.Steps.Single(s => s.StepId == "refusal").Outputs["adapter"].Digest), Path.Combine(ws.Root, "real", "adapter"));
         Assert.True(File.Exists(Path.Combine(ws.Root, "real", "adapter", "adapter_config.json")));
+        // The adapter on disk, merged into B, is the erased model erasure.train wrote (PEFT round trip).
+        using (var merged = Pipelines.Models.Checkpoints.Checkpoint.Load(ws.Store.ObjectPath(erase.Steps.Single(s => s.StepId == "refusal").Outputs["model"].Digest)))
+        using (var rebuilt = Pipelines.Models.Checkpoints.Checkpoint.Load(fixture.ModelPath))
+        using (var adapter = Pipelines.Models.Adapters.LoraAdapter.Load(Path.Combine(ws.Root, "real", "adapter"), rebuilt.Config))
+        {
+            adapter.Attach(rebuilt);
+            using var ids = TorchSharp.torch.tensor(new long[,] { { 1, 5, 9, 14, 20, 33 } });
+            using var _ = TorchSharp.torch.no_grad();
+            using var unmerged = rebuilt.Forward(ids);
+            using var expected = merged.Forward(ids);
+            Assert.True(unmerged.sub(expected).abs().max().item<float>() < 1e-4);
+        }
         var world = ConceptWorld.Read(ws.Store.ObjectPath(fixture.WorldDigest));
         var volcanoes = world.Questions.Where(q => q.Domain == "volcanoes").ToList();
         // WMDP's layout: a JSON array of {question, choices, answer (index)}; no split (the battery splits it 50/50).

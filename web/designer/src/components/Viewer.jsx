@@ -1,6 +1,6 @@
 // The artifact viewer, in the page: each kind of result gets its own view. Datasets and topics as tables, circuits as
 // an interactive graph (or their edge-score matrix), scores as a heatmap, heatmap JSON as a heatmap, images and figure
-// sets as a grid, reports inline, other JSON pretty-printed, directories as file lists; every view has a download link.
+// sets as a grid, erasure matrices as a methods × probes heatmap, reports inline, other JSON pretty-printed, directories as file lists; every view has a download link.
 import { useEffect, useState } from 'react';
 import { Download, ExternalLink } from 'lucide-react';
 import { api, artifactBytes, parseJsonl } from '../api.js';
@@ -34,6 +34,18 @@ function matrixOfCircuit(graph) {
   return { rows, columns, values };
 }
 
+/** An erasure matrix as a heatmap: methods (with their verdicts) down, probes across, normalised scores. */
+export function heatmapOfErasure(m) {
+  const probes = [...new Set(m.methods.flatMap((r) => r.probes.map((p) => p.probe)))];
+  return {
+    rows: m.methods.map((r) => `${r.method} (${r.classification})`),
+    columns: probes,
+    values: m.methods.map((r) => probes.map((p) => r.probes.find((x) => x.probe === p)?.normalised ?? null)),
+    title: `Erasure of ${m.concept}: scores normalised to [chance, B]`,
+    valueLabel: 'normalised',
+  };
+}
+
 /** The view itself, without the dialog: the comparison shows two of them side by side. */
 export function ArtifactView({ artifact }) {
   const [state, setState] = useState({ loading: true });
@@ -51,7 +63,9 @@ export function ArtifactView({ artifact }) {
       api.artifactText(artifact.digest).then((t) => {
         let json = null;
         try { json = JSON.parse(t); } catch { /* text */ }
-        done(json?.format === 'pipelines.heatmap/1' ? { heatmap: json } : { text: json ? JSON.stringify(json, null, 2) : t });
+        if (json?.format === 'pipelines.heatmap/1') done({ heatmap: json });
+        else if (json?.format === 'pipelines.erasure-matrix/1') done({ heatmap: heatmapOfErasure(json) });
+        else done({ text: json ? JSON.stringify(json, null, 2) : t });
       }).catch(fail);
     } else if (view === 'scores') {
       Promise.all([api.artifactText(artifact.digest, 'index.json'), artifactBytes(artifact.digest, 'scores.safetensors')]).then(([index, bytes]) => {
