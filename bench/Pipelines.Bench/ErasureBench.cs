@@ -11,7 +11,7 @@ namespace Pipelines.Bench;
 /// The erasure battery's cost, measured in one run: each probe's seconds over the seconds of one batched B′ forward
 /// pass over the held-out questions (the least work any probe does), for the erasure-probe workflow's shapes (the
 /// concept world of seed 0, 100 held-out questions, 2 layers, d = 128). Random weights: the probes do the same work
-/// whatever the weights (answers run to their token budget). Also the process's peak memory.
+/// as on trained ones, except that answers may stop earlier at EOS. Also the process's peak memory.
 /// Usage: dotnet run -c Release --project bench/Pipelines.Bench -- erasure
 /// </summary>
 public static class ErasureBench
