@@ -49,7 +49,12 @@ public sealed class ErasureBatteryFixture : IDisposable
     public void Dispose() => Ws.Dispose();
 }
 
-public sealed class ErasureBatteryTests(ErasureBatteryFixture fixture) : IClassFixture<ErasureBatteryFixture>
+/// <summary>One concept model for every erasure test class (trained once, ~45 s), and one store, so their shared steps are cached.</summary>
+[CollectionDefinition("erasure")]
+public sealed class ErasureCollection : ICollectionFixture<ErasureBatteryFixture>;
+
+[Collection("erasure")]
+public sealed class ErasureBatteryTests(ErasureBatteryFixture fixture)
 {
     private const string Settings = "\"questions\": 40, \"softSteps\": 80, \"prefixSteps\": 8, \"relearnSteps\": 20, \"seed\": 1";
 

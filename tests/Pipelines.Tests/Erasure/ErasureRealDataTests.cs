@@ -6,10 +6,12 @@ namespace Pipelines.Tests.Erasure;
 
 /// <summary>
 /// workflows/erasure-probe-real.json as a user runs it: a base checkpoint and a PEFT adapter on disk (here B and a
-/// refusal-sft adapter written by erasure.train), the concept's MCQs in WMDP's JSON layout and corpora as JSONL and
+/// refusal-sft adapter written by erasure.train, the same step as the battery's refusal test, so one of them reuses the
+/// other's), the concept's MCQs in WMDP's JSON layout and corpora as JSONL and
 /// plain text. The shipped workflow file runs unchanged; only its parameters are set.
 /// </summary>
-public sealed class ErasureRealDataTests(ErasureBatteryFixture fixture) : IClassFixture<ErasureBatteryFixture>
+[Collection("erasure")]
+public sealed class ErasureRealDataTests(ErasureBatteryFixture fixture)
 {
     [Fact]
     [Trait("Tier", "Slow")]
@@ -19,7 +21,7 @@ public sealed class ErasureRealDataTests(ErasureBatteryFixture fixture) : IClass
         var ws = fixture.Ws;
         var erase = await ws.RunAsync(ErasureBatteryFixture.Setup.TrimEnd().TrimEnd('}').TrimEnd().TrimEnd(']') + """
             , { "id": "refusal", "activity": "erasure.train", "inputs": { "model": { "from": "base.model" }, "method": "refusal-sft", "world": { "from": "world.world" },
-                "domain": "volcanoes", "steps": 120, "checkpointEvery": 0, "seed": 1 } } ] }
+                "domain": "volcanoes", "steps": 120, "checkpointEvery": 40, "seed": 1 } } ] }
             """);
         Assert.True(erase.Status == RunStatus.Succeeded, string.Join("; ", erase.Steps.Select(s => s.Error)));
         void Copy(string from, string to)
