@@ -159,7 +159,15 @@ public sealed class ConceptData
             throw new ActivityException($"inputs.mcq: {mcq.Count} questions; the battery needs at least 4 (half train, half held out)");
         }
         var random = new SeededRandom(seed);
-        var target = mcq.Select(q => q.Split is "train" or "held-out" ? q : q with { Split = random.Next(2) == 0 ? "train" : "held-out" }).ToList();
+        // Unsplit questions alternate in a seeded order, so both halves are never empty.
+        var order = Enumerable.Range(0, mcq.Count).ToList();
+        random.Shuffle(order);
+        var half = order.Select((index, rank) => (index, rank)).ToDictionary(p => p.index, p => p.rank % 2 == 0 ? "train" : "held-out");
+        var target = mcq.Select((q, i) => q.Split is "train" or "held-out" ? q : q with { Split = half[i] }).ToList();
+        if (target.All(q => q.Split == "train") || target.All(q => q.Split == "held-out"))
+        {
+            throw new ActivityException($"inputs.mcq: every question is in the {target[0].Split} split; the battery needs both (or leave \"split\" out)");
+        }
         string Ask(ConceptMcq q) => template.Replace("{question}", q.Question, StringComparison.Ordinal);
         var shots = target.Where(q => q.Split == "train").Take(3).ToList();
         IReadOnlyList<ScoredText> Whole(IEnumerable<string> texts) => texts.Where(t => t.Length > 0).Select(t => new ScoredText("", t)).ToList();

@@ -59,6 +59,10 @@ public sealed class ErasureBattery(ProbeKit b, ProbeKit erased, ConceptData data
 
     public IEnumerable<ProbeResult> Run(IEnumerable<string> probes)
     {
+        if (HeldOut.Count == 0 || data.Train(1).Count == 0)
+        {
+            throw new Pipelines.Engine.Activities.ActivityException($"the concept \"{data.Concept}\" needs questions in both splits (train: {data.Train(int.MaxValue).Count}, held-out: {HeldOut.Count})");
+        }
         foreach (var probe in probes)
         {
             progress?.Invoke(probe);
@@ -538,13 +542,24 @@ public sealed class ErasureBattery(ProbeKit b, ProbeKit erased, ConceptData data
     private ProbeResult Relearning()
     {
         var train = data.Train(512);
-        double[] After(HookedTransformer model)
+        // Held-out accuracy at the start, at each third of the fine-tune, and at its end: the relearning curve.
+        var marks = new SortedSet<int> { 0, settings.RelearnSteps / 3, 2 * settings.RelearnSteps / 3, settings.RelearnSteps }.ToList();
+        (double[] Final, double[] Curve) After(HookedTransformer model)
         {
             var kit = new ProbeKit(model, erased.Tokenizer);
             using var optimizer = optim.AdamW(model.parameters(), settings.RelearnRate);
             var random = new Pipelines.Models.Common.SeededRandom(settings.Seed + 11);
-            for (var s = 0; s < settings.RelearnSteps; s++)
+            var curve = new List<double>();
+            for (var s = 0; s <= settings.RelearnSteps; s++)
             {
+                if (marks.Contains(s) && s < settings.RelearnSteps)
+                {
+                    curve.Add(kit.Open(HeldOut, data.Ask).AsDoubles().Average());
+                }
+                if (s == settings.RelearnSteps)
+                {
+                    break;
+                }
                 using var scope = NewDisposeScope();
                 var batch = Enumerable.Range(0, Math.Min(16, train.Count)).Select(_ => train[random.Next(train.Count)]).ToList();
                 var (tokens, targets, _) = AnswerRows(kit, batch, []);
@@ -553,27 +568,35 @@ public sealed class ErasureBattery(ProbeKit b, ProbeKit erased, ConceptData data
                 F.cross_entropy(logits.reshape(-1, logits.shape[2]), targets.reshape(-1), ignore_index: -100).backward();
                 optimizer.step();
             }
-            return kit.Open(HeldOut, data.Ask).AsDoubles();
+            var final = kit.Open(HeldOut, data.Ask).AsDoubles();
+            curve.Add(final.Average());
+            return (final, curve.ToArray());
         }
-        double[] erasedAfter;
+        (double[] Final, double[] Curve) erasedAfter, baseAfter, controlAfter;
         using (var copy = freshErased())
         {
             erasedAfter = After(copy);
         }
-        double[] baseAfter;
         using (var copy = freshBase())
         {
             baseAfter = After(copy);
         }
-        double[] controlAfter;
         using (var control = new HookedTransformer(erased.Model.Config).InitWeights(settings.Seed + 5))
         {
             control.to(erased.Model.W_E.device);
             controlAfter = After(control);
         }
-        var before = erased.Open(HeldOut, data.Ask).AsDoubles().Average();
-        return Scored("relearning", "relearning", $"held-out accuracy after {settings.RelearnSteps} fine-tuning steps on the train split's facts", erasedAfter, baseAfter.Average(), OpenChance, 1,
-            new JsonObject { ["before"] = JsonNumbers.Round(before), ["baseAfter"] = JsonNumbers.Round(baseAfter.Average()), ["control"] = JsonNumbers.Round(controlAfter.Average()), ["trainQuestions"] = train.Count, ["steps"] = settings.RelearnSteps, ["learningRate"] = settings.RelearnRate });
+        JsonArray Curve(double[] values) => new(values.Select(JsonNumbers.Round).ToArray());
+        return Scored("relearning", "relearning", $"held-out accuracy after {settings.RelearnSteps} fine-tuning steps on the train split's facts", erasedAfter.Final, baseAfter.Final.Average(), OpenChance, 1,
+            new JsonObject
+            {
+                ["before"] = JsonNumbers.Round(erasedAfter.Curve[0]), ["baseAfter"] = JsonNumbers.Round(baseAfter.Final.Average()), ["control"] = JsonNumbers.Round(controlAfter.Final.Average()),
+                ["trainQuestions"] = train.Count, ["steps"] = settings.RelearnSteps, ["learningRate"] = settings.RelearnRate,
+                ["curve"] = new JsonObject
+                {
+                    ["steps"] = new JsonArray(marks.Select(m => (JsonNode)m).ToArray()), ["erased"] = Curve(erasedAfter.Curve), ["base"] = Curve(baseAfter.Curve), ["control"] = Curve(controlAfter.Curve),
+                },
+            });
     }
 
     private ProbeResult? Interference(string which, IReadOnlyList<ConceptMcq> questions, IReadOnlyList<ScoredText> texts)

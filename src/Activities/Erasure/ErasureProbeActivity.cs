@@ -12,7 +12,7 @@ namespace Pipelines.Activities.Erasure;
 /// and normalised to [chance, B], N and a bootstrap interval, and the classification (guidance-based,
 /// destruction-based, not erased or mixed) with its rule. report.erasure merges several into the methods × probes matrix.
 /// </summary>
-[Activity("erasure.probe", Version = 2, Category = "Erasure", Summary = "Probe an erased model B′ against its base B (direct, prefill, hand-off, noise, in-context, soft prompt, hard prefix, probe steering, layer probes, relearning, interference, likelihood, alternatives) and classify the erasure")]
+[Activity("erasure.probe", Version = 3, Category = "Erasure", Summary = "Probe an erased model B′ against its base B (direct, prefill, hand-off, noise, in-context, soft prompt, hard prefix, probe steering, layer probes, relearning, interference, likelihood, alternatives) and classify the erasure")]
 [Output("matrix", ArtifactKinds.ErasureMatrix, Help = "matrix.json (pipelines.erasure-matrix/1): this method's row of probes, its classification and the rule", MediaType = "application/json", FileName = "matrix.json")]
 public sealed class ErasureProbeActivity : Activity<ErasureProbeActivity.Input>
 {

@@ -109,6 +109,10 @@ public sealed class ErasureTrainActivity : Activity<ErasureTrainActivity.Input>
     protected override Task ExecuteAsync(Input input, ActivityContext context)
     {
         var data = ErasureProbeActivity.Data(input.World, input.Domain, input.Mcq, input.Forget, input.Retain, null, null, input.Concept, input.Seed, input.Template);
+        if (data.ForgetTexts.Count == 0 || data.RetainTexts.Count == 0)
+        {
+            throw new ActivityException($"inputs: the concept needs forget and retain text (forget: {data.ForgetTexts.Count} documents, retain: {data.RetainTexts.Count})");
+        }
         var (model, tokenizer) = ModelArtifacts.Open(input.Model);
         using var _m = model;
         var (frozen, _) = ModelArtifacts.Open(input.Model);

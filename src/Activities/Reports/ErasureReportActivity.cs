@@ -12,7 +12,7 @@ namespace Pipelines.Activities.Reports;
 /// scores, each method's classification and why, hand-off, relearning, per-layer probe and activation-norm curves, the
 /// erasure dynamics over training checkpoints, and what each B′ says instead of the answer.
 /// </summary>
-[Activity("report.erasure", Version = 1, Category = "Reports", Summary = "HTML report of an erasure battery: the methods × probes heatmap, classifications, hand-off, relearning, per-layer probe curves, dynamics and alternative generations")]
+[Activity("report.erasure", Version = 2, Category = "Reports", Summary = "HTML report of an erasure battery: the methods × probes heatmap, classifications, hand-off, relearning, per-layer probe curves, dynamics and alternative generations")]
 [Output("report", ArtifactKinds.Report, Help = "report.html, self-contained", MediaType = "text/html", FileName = "report.html")]
 [Output("matrix", ArtifactKinds.ErasureMatrix, Help = "matrix.json: every method's row in one matrix", MediaType = "application/json", FileName = "matrix.json")]
 [Output("heatmap", ArtifactKinds.Plot, Help = "The methods × probes heatmap (SVG)", MediaType = "image/svg+xml", FileName = "heatmap.svg")]
@@ -188,6 +188,18 @@ public sealed class ErasureReportActivity : Activity<ErasureReportActivity.Input
             var norms = new List<(string, IReadOnlyList<double?>)> { ("B", layers[0].Item2!["normsBase"]!.AsArray().Select(Num).ToList()) };
             norms.AddRange(layers.Select(l => (l.Item1, (IReadOnlyList<double?>)l.Item2!["normsErased"]!.AsArray().Select(Num).ToList())));
             html.Append(Lines("Residual norm per layer on concept text", names.Skip(1).ToList(), norms, "mean L2 norm"));
+        }
+        var relearning = rows.Select(r => (Method(r), Probe(r, "relearning")?["details"]?["curve"]?.AsObject())).Where(p => p.Item2 is not null).ToList();
+        if (relearning.Count > 0)
+        {
+            var marks = relearning[0].Item2!["steps"]!.AsArray().Select(n => n!.ToJsonString()).ToList();
+            var series = new List<(string, IReadOnlyList<double?>)>
+            {
+                ("B", relearning[0].Item2!["base"]!.AsArray().Select(Num).ToList()),
+                ("never trained", relearning[0].Item2!["control"]!.AsArray().Select(Num).ToList()),
+            };
+            series.AddRange(relearning.Where(r => !r.Item1.StartsWith("none", StringComparison.Ordinal)).Select(r => (r.Item1, (IReadOnlyList<double?>)r.Item2!["erased"]!.AsArray().Select(Num).ToList())));
+            html.Append(Lines("Relearning: held-out accuracy while fine-tuning on the other facts", marks, series, "accuracy", 1));
         }
         var dynamics = rows.Select(r => (Method(r), r["dynamics"]?.AsArray())).Where(p => p.Item2 is { Count: > 0 }).ToList();
         if (dynamics.Count > 0)

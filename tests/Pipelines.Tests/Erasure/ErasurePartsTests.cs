@@ -135,5 +135,27 @@ public sealed class ErasurePartsTests : IDisposable
         Assert.Contains("destruction-based", html);
     }
 
+    [Fact]
+    public async Task BadErasureInputsFailWithOneLineNamingTheInput()
+    {
+        var run = await _ws.RunAsync("""
+            { "name": "bad", "steps": [
+              { "id": "world", "activity": "erasure.concept-world", "inputs": { "seed": 1, "entities": 4 } },
+              { "id": "base", "activity": "model.train-toy", "inputs": { "task": "concept", "world": { "from": "world.world" }, "steps": 1, "batchSize": 2, "dModel": 16, "dMlp": 32, "nHeads": 2 } },
+              { "id": "probe", "activity": "erasure.probe", "inputs": { "base": { "from": "base.model" }, "erased": { "from": "base.model" }, "world": { "from": "world.world" }, "domain": "comets", "probes": ["direct-open"] } } ] }
+            """);
+        var error = run.Steps.Single(s => s.StepId == "probe").Error!;
+        Assert.StartsWith("inputs.domain: no domain \"comets\"", error);
+        Assert.DoesNotContain("\n", error);
+        Assert.DoesNotContain(" at ", error);
+        var noData = await _ws.RunAsync("""
+            { "name": "bad2", "steps": [
+              { "id": "world", "activity": "erasure.concept-world", "inputs": { "seed": 1, "entities": 4 } },
+              { "id": "base", "activity": "model.train-toy", "inputs": { "task": "concept", "world": { "from": "world.world" }, "steps": 1, "batchSize": 2, "dModel": 16, "dMlp": 32, "nHeads": 2 } },
+              { "id": "erase", "activity": "erasure.train", "inputs": { "model": { "from": "base.model" }, "method": "ga" } } ] }
+            """);
+        Assert.StartsWith("inputs: give a world (erasure.concept-world) and a domain", noData.Steps.Single(s => s.StepId == "erase").Error!);
+    }
+
     public void Dispose() => _ws.Dispose();
 }
