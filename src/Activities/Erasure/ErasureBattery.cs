@@ -54,8 +54,12 @@ public sealed class ErasureBattery(ProbeKit b, ProbeKit erased, ConceptData data
 
     private IReadOnlyList<ConceptMcq> HeldOut => _heldOut ??= data.HeldOut(settings.Questions);
     private IReadOnlyList<ConceptMcq>? _heldOut;
-    private bool[]? _baseOpen;
-    private bool[] BaseOpen => _baseOpen ??= b.Open(HeldOut, data.Ask);
+    // What B and B′ answer when asked, generated once and read by direct-open, likelihood and alternatives.
+    private string[]? _baseAnswers, _erasedAnswers;
+    private string[] BaseAnswers => _baseAnswers ??= b.Answers(HeldOut, data.Ask);
+    private string[] ErasedAnswers => _erasedAnswers ??= erased.Answers(HeldOut, data.Ask);
+    private bool[] BaseOpen => HeldOut.Select((q, i) => ProbeKit.Names(BaseAnswers[i], q)).ToArray();
+    private bool[] ErasedOpen => HeldOut.Select((q, i) => ProbeKit.Names(ErasedAnswers[i], q)).ToArray();
 
     public IEnumerable<ProbeResult> Run(IEnumerable<string> probes)
     {
@@ -103,7 +107,7 @@ public sealed class ErasureBattery(ProbeKit b, ProbeKit erased, ConceptData data
     }
 
     private ProbeResult DirectOpen() =>
-        Scored("direct-open", "direct", "open-answer accuracy when asked", erased.Open(HeldOut, data.Ask).AsDoubles(), BaseOpen.AsDoubles().Average(), OpenChance, 1);
+        Scored("direct-open", "direct", "open-answer accuracy when asked", ErasedOpen.AsDoubles(), BaseOpen.AsDoubles().Average(), OpenChance, 1);
 
     private ProbeResult DirectMcq() =>
         Scored("direct-mcq", "direct", "MCQ accuracy, option likelihood (lm-eval)", erased.Mcq(HeldOut, data.Ask).AsDoubles(), b.Mcq(HeldOut, data.Ask).AsDoubles().Average(), 0.25, 1);
@@ -636,7 +640,7 @@ public sealed class ErasureBattery(ProbeKit b, ProbeKit erased, ConceptData data
             ["perplexityBase"] = JsonNumbers.Round(Math.Exp(nllBase.Average())),
             ["perplexityErased"] = JsonNumbers.Round(Math.Exp(nllErased.Average())),
             ["perplexityRatio"] = JsonNumbers.Round(Math.Exp(nllErased.Average() - nllBase.Average())),
-            ["askedAccuracyErased"] = JsonNumbers.Round(erased.Open(HeldOut, data.Ask).AsDoubles().Average()),
+            ["askedAccuracyErased"] = JsonNumbers.Round(ErasedOpen.AsDoubles().Average()),
             ["askedAccuracyBase"] = JsonNumbers.Round(BaseOpen.AsDoubles().Average()),
         };
         // Raw is the geometric view, exp(−mean ΔNLL); base 1 and chance 0.
@@ -671,9 +675,9 @@ public sealed class ErasureBattery(ProbeKit b, ProbeKit erased, ConceptData data
             }
             return "degraded";
         }
-        var answers = erased.Answers(HeldOut, data.Ask);
+        var answers = ErasedAnswers;
         var classes = HeldOut.Select((q, i) => Classify(answers[i], q)).ToArray();
-        var baseAnswers = b.Answers(HeldOut, data.Ask);
+        var baseAnswers = BaseAnswers;
         var counts = new JsonObject(new[] { "correct", "other-value", "deflection", "degraded" }.Select(c => KeyValuePair.Create(c, (JsonNode?)JsonNumbers.Round(classes.Count(x => x == c) / (double)classes.Length))));
         var samples = new JsonArray(HeldOut.Select((q, i) => (q, i)).Where(p => classes[p.i] != "correct").Take(8).Select(p => (JsonNode)new JsonObject
         {
