@@ -35,6 +35,7 @@ public static class ServiceCollectionExtensions
         services.AddActivity<Erasure.ErasureTrainActivity>();
         services.AddActivity<Erasure.ErasureProbeActivity>();
         services.AddActivity<Erasure.ErasureImportActivity>();
+        services.AddActivity<Causal.PatchingSweepActivity>();
         services.AddActivity<CrawlReportActivity>();
         services.AddActivity<ErasureReportActivity>();
         services.AddActivity<Schemas.SchemaApplyActivity>();

@@ -19,8 +19,23 @@ public static class ArtifactKinds
     /// <summary>An erasure probe battery's matrix (pipelines.erasure-matrix/1): methods × probes with a classification.</summary>
     public const string ErasureMatrix = "ErasureMatrix";
 
+    /// <summary>An activation-patching sweep (pipelines.patching-grid/1): normalised and raw metric per layer × position.</summary>
+    public const string PatchingGrid = "PatchingGrid";
+
+    /// <summary>Linear probes per layer × position with control-task selectivity (pipelines.probe-results/1).</summary>
+    public const string ProbeResults = "ProbeResults";
+
+    /// <summary>A steering vector per layer (safetensors + manifest).</summary>
+    public const string SteeringVector = "SteeringVector";
+
+    /// <summary>A featurizer for interchange interventions (featurizer.json + featurizer.safetensors; research/causal.md §7).</summary>
+    public const string Featurizer = "Featurizer";
+
+    /// <summary>Interchange intervention accuracy per unit, in MIB's JSON layout.</summary>
+    public const string IIAResults = "IIAResults";
+
     /// <summary>Every known kind, for the JSON Schema and the designer's colours.</summary>
-    public static readonly IReadOnlyList<string> All = [Dataset, Report, Json, Model, Schema, Scores, Circuit, Plot, Topics, Checkpoints, ErasureMatrix];
+    public static readonly IReadOnlyList<string> All = [Dataset, Report, Json, Model, Schema, Scores, Circuit, Plot, Topics, Checkpoints, ErasureMatrix, PatchingGrid, ProbeResults, SteeringVector, Featurizer, IIAResults];
 }
 
 /// <summary>An artifact handed to an activity: an immutable object in the store.</summary>

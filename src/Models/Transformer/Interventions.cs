@@ -12,6 +12,12 @@ public abstract record Intervention(string Hook)
     public int? Head { get; init; }
     public IReadOnlyList<int>? Positions { get; init; }
 
+    /// <summary>
+    /// Per-row positions: a boolean [B, T] mask of the positions touched in each row (spans, or a base position that
+    /// differs from row to row). Combines with <see cref="Positions"/> and <see cref="Head"/>.
+    /// </summary>
+    public Tensor? RowMask { get; init; }
+
     internal abstract Tensor Apply(Tensor activation);
 
     /// <summary>Replaces the selected part of <paramref name="activation"/> with the same part of <paramref name="value"/>.</summary>
@@ -34,6 +40,13 @@ public abstract record Intervention(string Hook)
             view[1] = activation.shape[1];
             mask = mask.logical_and(p.view(view));
         }
+        if (RowMask is { } rows)
+        {
+            var view = shape.ToArray();
+            view[0] = rows.shape[0];
+            view[1] = rows.shape[1];
+            mask = mask.logical_and(rows.to(ScalarType.Bool).to(activation.device).view(view));
+        }
         if (Head is { } head)
         {
             if (activation.dim() < 4)
@@ -54,6 +67,25 @@ public abstract record Intervention(string Hook)
 public sealed record Patch(string Hook, Tensor Value) : Intervention(Hook)
 {
     internal override Tensor Apply(Tensor activation) => Replace(activation, Value);
+}
+
+/// <summary>
+/// An interchange intervention through a featurizer (research/causal.md §2.4): with an orthonormal basis W [d, k]
+/// (DAS), x' = x + (source − x)·W·Wᵀ on the selected part, so only the subspace's coordinates come from the source;
+/// without one, the full vector (x' = source). <see cref="Source"/> broadcasts to the activation ([B, T, d]).
+/// </summary>
+public sealed record Interchange(string Hook, Tensor Source, Tensor? Basis = null) : Intervention(Hook)
+{
+    internal override Tensor Apply(Tensor activation)
+    {
+        if (Basis is null)
+        {
+            return Replace(activation, Source);
+        }
+        var w = Basis.to(activation.dtype);
+        var moved = activation + (Source.to(activation.dtype) - activation).matmul(w).matmul(w.t());
+        return where(Selection(activation), moved, activation);
+    }
 }
 
 /// <summary>Ablation: the selected part becomes zero, or a given mean activation (mean ablation).</summary>

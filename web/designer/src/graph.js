@@ -2,7 +2,7 @@
 
 export const kindColors = {
   Dataset: '#2f80ed', Model: '#9b51e0', Scores: '#f2994a', Circuit: '#eb5757', Report: '#27ae60',
-  Json: '#828282', Plot: '#219653', Schema: '#f2c94c', Topics: '#00a3a3', Checkpoints: '#6d4c41', ErasureMatrix: '#c2185b',
+  Json: '#828282', Plot: '#219653', Schema: '#f2c94c', Topics: '#00a3a3', Checkpoints: '#6d4c41', ErasureMatrix: '#c2185b', PatchingGrid: '#6a1b9a', ProbeResults: '#0277bd', SteeringVector: '#ef6c00', Featurizer: '#2e7d32', IIAResults: '#ad1457',
 };
 export const colorOf = (kind) => kindColors[kind] ?? '#555';
 
