@@ -36,6 +36,7 @@ public static class ServiceCollectionExtensions
         services.AddActivity<Erasure.ErasureProbeActivity>();
         services.AddActivity<Erasure.ErasureImportActivity>();
         services.AddActivity<Causal.PatchingSweepActivity>();
+        services.AddActivity<Causal.ProbeTrainActivity>();
         services.AddActivity<CrawlReportActivity>();
         services.AddActivity<ErasureReportActivity>();
         services.AddActivity<Schemas.SchemaApplyActivity>();

@@ -52,12 +52,7 @@ public sealed class PatchingSweepActivity : Activity<PatchingSweepActivity.Input
     {
         using var lease = ModelCache.Shared.Acquire(input.Model, context.CancellationToken);
         var (model, tokenizer) = lease;
-        var bad = input.Layers.FirstOrDefault(l => l >= model.Config.NLayers, -1);
-        if (bad >= 0)
-        {
-            throw new ActivityException($"inputs.layers: layer {bad} does not exist; this model has layers 0..{model.Config.NLayers - 1}");
-        }
-        var layers = input.Layers.Count > 0 ? input.Layers : Enumerable.Range(0, model.Config.NLayers).ToList();
+        var layers = CausalInputs.Layers(input.Layers, model.Config.NLayers);
         using var batch = CounterfactualBatch.FromRows(Jsonl.Read(input.Dataset.Path, "dataset", context), tokenizer, model.Config, input.Limit);
         var grid = new PatchingSweep(model).Run(batch, tokenizer, input.Hook, input.Direction, input.Positions, layers, input.BatchSize,
             (f, m) => context.Report(f, m), context.CancellationToken);

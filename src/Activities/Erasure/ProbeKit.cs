@@ -257,6 +257,11 @@ public sealed class LinearProbe
     public required double TrainAccuracy { get; init; }
     /// <summary>For a two-class probe: the weight of class 1 minus class 0 in raw coordinates, unit norm.</summary>
     public required float[] Direction { get; init; }
+    /// <summary>Weights in raw (unstandardised) coordinates, [classes, d] row-major: logits = W·x + b.</summary>
+    public required float[] Weights { get; init; }
+    public required float[] Bias { get; init; }
+    /// <summary>The predicted class of each test row.</summary>
+    public required long[] TestPredictions { get; init; }
 
     public static LinearProbe Fit(Tensor trainX, long[] trainY, Tensor testX, long[] testY, int classes, double l2 = 1e-3, int steps = 300, long seed = 0)
     {
@@ -278,16 +283,21 @@ public sealed class LinearProbe
             optimizer.step();
         }
         using var _ = no_grad();
-        double Accuracy(Tensor features, long[] labels) => labels.Length == 0 ? double.NaN
-            : ((features - mean) / std).matmul(w).add(b).argmax(1).eq(tensor(labels)).to(ScalarType.Float64).mean().item<double>();
+        long[] Predict(Tensor features) => features.shape[0] == 0 ? [] : ((features - mean) / std).matmul(w).add(b).argmax(1).data<long>().ToArray();
+        double Accuracy(long[] predicted, long[] labels) => labels.Length == 0 ? double.NaN : predicted.Zip(labels).Count(p => p.First == p.Second) / (double)labels.Length;
         var raw = (w / std.t()).detach();
+        var bias = (b - (mean / std).matmul(w).squeeze(0)).detach();
         var direction = classes == 2 ? raw[.., 1] - raw[.., 0] : raw[.., 0];
         direction = direction / direction.norm().clamp_min(Scalars.Of(1e-12));
+        var test = Predict(testX);
         return new LinearProbe
         {
-            TrainAccuracy = Accuracy(trainX, trainY),
-            TestAccuracy = Accuracy(testX, testY),
+            TrainAccuracy = Accuracy(Predict(trainX), trainY),
+            TestAccuracy = Accuracy(test, testY),
             Direction = direction.to(ScalarType.Float32).data<float>().ToArray(),
+            Weights = raw.t().contiguous().to(ScalarType.Float32).data<float>().ToArray(),
+            Bias = bias.to(ScalarType.Float32).data<float>().ToArray(),
+            TestPredictions = test,
         };
     }
 }
