@@ -37,6 +37,8 @@ public static class ServiceCollectionExtensions
         services.AddActivity<Erasure.ErasureImportActivity>();
         services.AddActivity<Causal.PatchingSweepActivity>();
         services.AddActivity<Causal.ProbeTrainActivity>();
+        services.AddActivity<Causal.SteeringVectorActivity>();
+        services.AddActivity<Causal.SteeringEvaluateActivity>();
         services.AddActivity<CrawlReportActivity>();
         services.AddActivity<ErasureReportActivity>();
         services.AddActivity<Schemas.SchemaApplyActivity>();
