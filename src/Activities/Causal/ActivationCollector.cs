@@ -19,6 +19,12 @@ public sealed class ActivationCollector(HookedTransformer model, ITextTokenizer 
         return ids.Count <= model.Config.NCtx ? ids : ids[^model.Config.NCtx..];
     }
 
+    /// <summary>The ids of an answer continuing a prompt (no BOS): what greedy decoding should write.</summary>
+    public IReadOnlyList<int> Continuation(string text) => tokenizer.Encode(text).ToList();
+
+    /// <summary>Decodes generated ids.</summary>
+    public string Decode(IEnumerable<int> ids) => tokenizer.Decode(ids);
+
     /// <summary>The absolute index of <paramref name="position"/> in a row of <paramref name="length"/> tokens, or null when outside.</summary>
     public static int? Resolve(int position, int length)
     {

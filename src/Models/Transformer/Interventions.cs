@@ -73,9 +73,13 @@ public sealed record Patch(string Hook, Tensor Value) : Intervention(Hook)
 /// An interchange intervention through a featurizer (research/causal.md §2.4): with an orthonormal basis W [d, k]
 /// (DAS), x' = x + (source − x)·W·Wᵀ on the selected part, so only the subspace's coordinates come from the source;
 /// without one, the full vector (x' = source). <see cref="Source"/> broadcasts to the activation ([B, T, d]).
+/// A <see cref="Gate"/> [k] in [0, 1] weighs each coordinate (x' = x + (((source − x)·W) ⊙ g)·Wᵀ): the soft masks
+/// DBM and Boundless DAS train.
 /// </summary>
 public sealed record Interchange(string Hook, Tensor Source, Tensor? Basis = null) : Intervention(Hook)
 {
+    public Tensor? Gate { get; init; }
+
     internal override Tensor Apply(Tensor activation)
     {
         if (Basis is null)
@@ -83,7 +87,12 @@ public sealed record Interchange(string Hook, Tensor Source, Tensor? Basis = nul
             return Replace(activation, Source);
         }
         var w = Basis.to(activation.dtype);
-        var moved = activation + (Source.to(activation.dtype) - activation).matmul(w).matmul(w.t());
+        var coordinates = (Source.to(activation.dtype) - activation).matmul(w);
+        if (Gate is { } gate)
+        {
+            coordinates = coordinates * gate.to(activation.dtype);
+        }
+        var moved = activation + coordinates.matmul(w.t());
         return where(Selection(activation), moved, activation);
     }
 }
