@@ -37,6 +37,10 @@ public static class Program
         {
             return ErasureBench.Run(args.Skip(1).ToArray());
         }
+        if (args.FirstOrDefault() == "causal")
+        {
+            return CausalBench.Run(args.Skip(1).ToArray());
+        }
         if (args.FirstOrDefault() == "attribution")
         {
             return AttributionBench.Run(args.Skip(1).ToArray());

@@ -39,6 +39,12 @@ public static class ServiceCollectionExtensions
         services.AddActivity<Causal.ProbeTrainActivity>();
         services.AddActivity<Causal.SteeringVectorActivity>();
         services.AddActivity<Causal.SteeringEvaluateActivity>();
+        services.AddActivity<Causal.CausalFeaturizerActivity>();
+        services.AddActivity<Causal.CausalIiaActivity>();
+        services.AddActivity<Causal.CausalToyTaskActivity>();
+        services.AddActivity<Causal.PatchingGenerateActivity>();
+        services.AddActivity<Causal.MibExportActivity>();
+        services.AddActivity<CausalReportActivity>();
         services.AddActivity<CrawlReportActivity>();
         services.AddActivity<ErasureReportActivity>();
         services.AddActivity<Schemas.SchemaApplyActivity>();

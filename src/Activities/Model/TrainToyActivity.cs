@@ -7,10 +7,10 @@ using Pipelines.Models.Training;
 namespace Pipelines.Activities.Model;
 
 /// <summary>The toy tasks, as workflow values.</summary>
-public enum ToyTask { Ioi, GreaterThan, RefusalChat, Concept }
+public enum ToyTask { Ioi, GreaterThan, RefusalChat, Concept, Belief, Vignette }
 
 /// <summary>Trains a small transformer on a toy task with a known solution; saves HF checkpoints.</summary>
-[Activity("model.train-toy", Version = 5, Category = "Model", Resources = ["gpu"], Summary = "Train a small GPT-2-style model on a toy task (IOI, greater-than, a refusal-world chat model or a concept-world LM); deterministic under a seed")]
+[Activity("model.train-toy", Version = 6, Category = "Model", Resources = ["gpu"], Summary = "Train a small GPT-2-style model on a toy task (IOI, greater-than, a refusal-world chat model or a concept-world LM); deterministic under a seed")]
 [Output("model", ArtifactKinds.Model, Help = "The trained model, a HF checkpoint with a word-level tokenizer", MediaType = "inode/directory", FileName = "model", IsDirectory = true)]
 [Output("checkpoints", ArtifactKinds.Checkpoints, Help = "Intermediate checkpoints step-NNNNNN/ (empty unless checkpointEvery > 0)", MediaType = "inode/directory", FileName = "checkpoints", IsDirectory = true)]
 [Output("metrics", ArtifactKinds.Json, Help = "Held-out accuracy, task metric and final loss", MediaType = "application/json", FileName = "metrics.json")]
@@ -18,7 +18,7 @@ public sealed class TrainToyActivity : Activity<TrainToyActivity.Input>
 {
     public sealed record Input
     {
-        [Input("The task: ioi (indirect object identification), greater-than, refusal-chat (a chat model of a crawl.toy-world world) or concept (an LM of an erasure.concept-world world that answers its MCQs)")]
+        [Input("The task: ioi (indirect object identification), greater-than, refusal-chat (a chat model of a crawl.toy-world world) concept (an LM of an erasure.concept-world world that answers its MCQs), belief (belief tracking, causal.toy-task) or vignette (clinical vignettes with a planted gender attribute)")]
         public ToyTask Task { get; init; } = ToyTask.Ioi;
 
         [Input("refusal-chat: the world to play (from crawl.toy-world); concept: the world to learn (erasure.concept-world's world)", Kind = ArtifactKinds.Json)]
@@ -74,6 +74,10 @@ public sealed class TrainToyActivity : Activity<TrainToyActivity.Input>
         if (input.Task == ToyTask.Concept)
         {
             return ConceptModel.Train(input, context);
+        }
+        if (input.Task is ToyTask.Belief or ToyTask.Vignette)
+        {
+            return CausalToyModel.Train(input, context);
         }
         var options = new ToyTrainingOptions
         {

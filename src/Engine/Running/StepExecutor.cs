@@ -69,7 +69,7 @@ public sealed class StepExecutor(ArtifactStore store, IRunLedger ledger, Executi
             var message = ErrorText.OneLine(e);
             var failed = new StepResult(step.Id, step.Descriptor.Type, StepStatus.Failed, material?.Key, clock.Elapsed, new Dictionary<string, OutputRecord>(), message, null, material);
             await Record(runId, step, failed, startedAt);
-            observer.StepLog(step.Id, e.ToString());
+            observer.StepLog(step.Id, e is ActivityException ? $"error: {message}" : e.ToString()); // a stack trace only for what is not a known input error
             return failed;
         }
     }
