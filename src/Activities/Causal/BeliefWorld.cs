@@ -7,8 +7,8 @@ namespace Pipelines.Activities.Causal;
 
 /// <summary>
 /// A CausalToM-style belief-tracking toy (research/causal.md §4.5) in a word-level vocabulary, so every word is one
-/// token and positions are fixed: "ann fills cup with tea . bob fills jar with gin . [bob sees ann .] question ann cup
-/// answer" → tea. A character believes a container holds its state if they filled it, or saw who did; otherwise
+/// token and positions are fixed: "ann fills cup with tea . bob fills jar with gin . [bob sees ann .] question ann cup" →
+/// tea. A character believes a container holds its state if they filled it, or saw who did; otherwise
 /// "unknown". Counterfactual rows carry the expected output under each interchange (pointer, payload, binding swap).
 /// </summary>
 public static class BeliefWorld
@@ -19,18 +19,18 @@ public static class BeliefWorld
     public const string Unknown = "unknown";
 
     /// <summary>Token positions of the template without a visibility sentence (BOS is 0).</summary>
-    public const int State1 = 5, State2 = 11, QueryCharacter = 14, QueryContainer = 15, Last = 16;
+    public const int State1 = 3, State2 = 7, QueryCharacter = 10, QueryContainer = 11, Last = 11;
 
     public static WordLevelTokenizer Tokenizer() => WordLevelTokenizer.WithSpecials(
-        Characters.Concat(Containers).Concat(States).Concat(["fills", "with", ".", "sees", "question", "answer", "holds", Unknown]),
+        Characters.Concat(Containers).Concat(States).Concat([".", "sees", "question", Unknown]),
         ToyWorldTokens.Pad, ToyWorldTokens.Bos, ToyWorldTokens.Eos, ToyWorldTokens.Unknown);
 
     /// <summary>A story: two (character, container, state) triples in order, optionally "c2 sees c1".</summary>
     public sealed record Story(string[] C, string[] O, string[] S, bool Sees)
     {
-        public string Text => $"{C[0]} fills {O[0]} with {S[0]} . {C[1]} fills {O[1]} with {S[1]} .{(Sees ? $" {C[1]} sees {C[0]} ." : "")}";
+        public string Text => $"{C[0]} {O[0]} {S[0]} . {C[1]} {O[1]} {S[1]} .{(Sees ? $" {C[1]} sees {C[0]} ." : "")}";
 
-        public string Prompt(string c, string o) => $"{Text} question {c} {o} answer";
+        public string Prompt(string c, string o) => $"{Text} question {c} {o}";
 
         public string Belief(string c, string o)
         {
@@ -64,17 +64,16 @@ public static class BeliefWorld
         return Enumerable.Range(0, size).Select(_ =>
         {
             var story = Draw(rng, allowSees: true);
-            var c = rng.Next(2);
-            switch (rng.Next(4))
+            // Three questions per story, each answered: the first right after the story (as asked at test time), the others
+            // after it, all in the completion so that every answer is a training signal.
+            var asked = Enumerable.Range(0, 3).Select(_ =>
             {
-                case 0:
-                    return new ChatExample($"{story.Text} question {story.O[c]} holds", story.S[c]);
-                case 1:
-                    return new ChatExample($"{story.Text} question {story.C[c]} fills", story.O[c]);
-                default:
-                    var o = rng.Next(2) == 0 ? c : 1 - c;
-                    return new ChatExample(story.Prompt(story.C[c], story.O[o]), story.Belief(story.C[c], story.O[o]));
-            }
+                var c = rng.Next(2);
+                var o = rng.Next(4) != 0 ? c : 1 - c; // three in four ask about the character's own container: retrieval is learned first
+                return (C: story.C[c], O: story.O[o]);
+            }).ToList();
+            var rest = string.Concat(asked.Skip(1).Select(q => $" . question {q.C} {q.O} {story.Belief(q.C, q.O)}"));
+            return new ChatExample(story.Prompt(asked[0].C, asked[0].O), story.Belief(asked[0].C, asked[0].O) + rest);
         }).ToList();
     }
 
@@ -104,8 +103,10 @@ public static class BeliefWorld
             var r = rng.Next(2);
             // Answer pointer at the last token: the source asks about its other slot; the base should answer its own slot 1 − r.
             rows.Add(Row($"pointer-{i}", split, "pointer", "pointer", b.Prompt(b.C[r], b.O[r]), s.Prompt(s.C[1 - r], s.O[1 - r]), b.S[1 - r], b.S[r], s.S[1 - r], Last, Last));
-            // Payload at the last token: the base asks a pair with no belief; the source's answer (a state) should come out.
-            rows.Add(Row($"payload-{i}", split, "payload", "payload", b.Prompt(b.C[r], b.O[1 - r]), s.Prompt(s.C[r], s.O[r]), s.S[r], Unknown, s.S[r], Last, Last));
+            // Payload at the last token: the source (another story) asks about one of its slots; once the last token holds
+            // the fetched state itself, patching it brings out the source's state, a word the base story does not contain.
+            var q = rng.Next(2);
+            rows.Add(Row($"payload-{i}", split, "payload", "payload", b.Prompt(b.C[r], b.O[r]), s.Prompt(s.C[q], s.O[q]), s.S[q], b.S[r], s.S[q], Last, Last));
             // Binding swap at the state tokens: the source tells the story in the other order; its state tokens go to the
             // base's other slots. Ordering IDs predict the other state (lookback); token matching predicts the same one.
             var swapped = b.Reversed;
@@ -123,7 +124,7 @@ public static class BeliefWorld
         ["positions"] = new JsonObject
         {
             ["last"] = new JsonObject { ["base"] = new JsonArray(basePosition), ["source"] = new JsonArray(sourcePosition) },
-            ["query"] = new JsonObject { ["base"] = new JsonArray(QueryCharacter, QueryContainer), ["source"] = new JsonArray(QueryCharacter, QueryContainer) },
+            ["query"] = new JsonObject { ["base"] = new JsonArray(QueryCharacter), ["source"] = new JsonArray(QueryCharacter) },
         },
     };
 

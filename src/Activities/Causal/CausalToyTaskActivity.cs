@@ -13,6 +13,7 @@ public enum CausalToy { Belief, Vignette }
 [Output("pairs", ArtifactKinds.Dataset, Help = "belief: patching pairs (the question about the other pair); vignette: transplant rows for patching.generate", MediaType = "application/x-ndjson", FileName = "pairs.jsonl")]
 [Output("probing", ArtifactKinds.Dataset, Help = "vignette: course texts labelled by gender, grouped by template (probe.train); belief: stories labelled by the answer's slot", MediaType = "application/x-ndjson", FileName = "probing.jsonl")]
 [Output("steering", ArtifactKinds.Dataset, Help = "vignette: \"the patient is female .\" against \"… male .\" (steering.vector); belief: the two slot orders", MediaType = "application/x-ndjson", FileName = "steering.jsonl")]
+[Output("prompts", ArtifactKinds.Dataset, Help = "Prompts with a target and a foil for steering.evaluate: vignette, risk questions without a gender cue (yes vs no)", MediaType = "application/x-ndjson", FileName = "prompts.jsonl")]
 public sealed class CausalToyTaskActivity : Activity<CausalToyTaskActivity.Input>
 {
     public sealed record Input
@@ -40,7 +41,8 @@ public sealed class CausalToyTaskActivity : Activity<CausalToyTaskActivity.Input
                 var r = rng.Next(2);
                 return new JsonObject { ["text"] = story.Prompt(story.C[r], story.O[r]), ["label"] = r == 0 ? "first" : "second", ["group"] = $"{story.C[r]}" };
             }));
-            Jsonl.Write(context.OutputFile("steering"), [new JsonObject { ["positive"] = "ann fills cup with tea . bob fills jar with gin . question ann cup answer", ["negative"] = "ann fills cup with tea . bob fills jar with gin . question bob jar answer" }]);
+            Jsonl.Write(context.OutputFile("prompts"), BeliefWorld.Pairs(input.Count, input.Seed).Select(p => new JsonObject { ["text"] = p["clean"]!.GetValue<string>(), ["target"] = p["correct"]!.GetValue<string>(), ["foil"] = p["incorrect"]!.GetValue<string>() }));
+            Jsonl.Write(context.OutputFile("steering"), [new JsonObject { ["positive"] = "ann cup tea . bob jar gin . question ann cup", ["negative"] = "ann cup tea . bob jar gin . question bob jar" }]);
         }
         else
         {
@@ -48,6 +50,7 @@ public sealed class CausalToyTaskActivity : Activity<CausalToyTaskActivity.Input
             Jsonl.Write(context.OutputFile("pairs"), VignetteWorld.TransplantRows());
             Jsonl.Write(context.OutputFile("probing"), VignetteWorld.ProbeRows(input.Count, input.Seed));
             Jsonl.Write(context.OutputFile("steering"), VignetteWorld.SteeringRows());
+            Jsonl.Write(context.OutputFile("prompts"), VignetteWorld.RiskPrompts());
         }
         context.Log($"{input.Task.ToString().ToLowerInvariant()}: datasets written (seed {input.Seed})");
         return Task.CompletedTask;

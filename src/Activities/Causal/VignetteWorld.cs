@@ -83,6 +83,12 @@ public static class VignetteWorld
         }).ToList();
     }
 
+    /// <summary>Risk questions without a gender cue, target yes and foil no: what steering.evaluate measures.</summary>
+    public static List<JsonObject> RiskPrompts() => Enumerable.Range(0, 5).Select(k => new JsonObject
+    {
+        ["text"] = Course(Symptoms.Take(k).ToArray(), null), ["target"] = "yes", ["foil"] = "no",
+    }).ToList();
+
     /// <summary>Steering pairs: "the patient is female ." against "… male .".</summary>
     public static List<JsonObject> SteeringRows() => [new JsonObject { ["positive"] = Source(true), ["negative"] = Source(false) }];
 
@@ -102,7 +108,7 @@ public static class VignetteWorld
                 rows.Add(new JsonObject
                 {
                     ["set"] = $"presentation ← {g}", ["source"] = Source(female), ["target"] = Presentation(c, null), ["expected"] = g,
-                    ["source_position"] = 4, ["target_position"] = 4, // BOS the patient is [g] / BOS present patient with [condition]
+                    ["source_position"] = 4, ["target_position"] = 2, // BOS the patient is [g] / BOS present [patient]: where a stated gender would stand
                 });
             }
             for (var k = 0; k < 5; k++)
@@ -111,7 +117,7 @@ public static class VignetteWorld
                 rows.Add(new JsonObject
                 {
                     ["set"] = $"risk ← {g}", ["source"] = Source(female), ["target"] = Course(symptoms, null), ["expected"] = "yes",
-                    ["source_position"] = 4, ["target_position"] = -2,
+                    ["source_position"] = 4, ["target_position"] = -4, // the "." after the symptoms, where the pronoun would stand
                 });
             }
         }

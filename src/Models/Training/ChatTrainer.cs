@@ -27,6 +27,8 @@ public sealed record ChatTrainingOptions
     public int DMlp { get; init; } = 384;
     public int NCtx { get; init; } = 128;
     public int SaveStateEvery { get; init; } = 100;
+    /// <summary>gpt2 (learned positions, the default) or llama (rotary positions, RMSNorm, SwiGLU).</summary>
+    public string Architecture { get; init; } = "gpt2";
 }
 
 /// <summary>
@@ -36,7 +38,13 @@ public sealed record ChatTrainingOptions
 /// </summary>
 public static class ChatTrainer
 {
-    public static TransformerConfig ModelConfig(ChatTrainingOptions o, int vocabulary, WordLevelTokenizer tokenizer) => new()
+    public static TransformerConfig ModelConfig(ChatTrainingOptions o, int vocabulary, WordLevelTokenizer tokenizer) => o.Architecture == "llama" ? new()
+    {
+        Architecture = "llama", DModel = o.DModel, NLayers = o.NLayers, NHeads = o.NHeads, NKvHeads = o.NHeads, DMlp = o.DMlp,
+        DVocab = vocabulary, NCtx = o.NCtx, Norm = NormKind.RmsNorm, NormBias = false, Positional = PositionalKind.Rotary, RotaryBase = 10000,
+        Act = Activation.Silu, GatedMlp = true, QkvBias = false, AttnOutBias = false, MlpBias = false, NormEps = 1e-5, TiedEmbeddings = false,
+        BosTokenId = tokenizer.BosId, EosTokenId = tokenizer.EosId, PadTokenId = tokenizer.PadId,
+    } : new()
     {
         Architecture = "gpt2", DModel = o.DModel, NLayers = o.NLayers, NHeads = o.NHeads, DMlp = o.DMlp,
         DVocab = vocabulary, NCtx = o.NCtx, Act = Activation.GeluNew, TiedEmbeddings = false,
