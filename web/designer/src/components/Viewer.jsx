@@ -46,6 +46,18 @@ export function heatmapOfErasure(m) {
   };
 }
 
+/** A patching grid as a heatmap: layers down (last on top), positions across, normalised values. */
+export function heatmapOfPatching(g) {
+  const order = g.layers.map((_, i) => i).reverse();
+  return {
+    rows: order.map((i) => `L${g.layers[i]}`),
+    columns: g.positions,
+    values: order.map((i) => g.values[i]),
+    title: `${g.direction} ${g.hook}: normalised ${g.metric} (1 = clean, 0 = corrupted)`,
+    valueLabel: 'normalised',
+  };
+}
+
 /** The view itself, without the dialog: the comparison shows two of them side by side. */
 export function ArtifactView({ artifact }) {
   const [state, setState] = useState({ loading: true });
@@ -65,6 +77,7 @@ export function ArtifactView({ artifact }) {
         try { json = JSON.parse(t); } catch { /* text */ }
         if (json?.format === 'pipelines.heatmap/1') done({ heatmap: json });
         else if (json?.format === 'pipelines.erasure-matrix/1') done({ heatmap: heatmapOfErasure(json) });
+        else if (json?.format === 'pipelines.patching-grid/1') done({ heatmap: heatmapOfPatching(json) });
         else done({ text: json ? JSON.stringify(json, null, 2) : t });
       }).catch(fail);
     } else if (view === 'scores') {
