@@ -87,7 +87,15 @@ public sealed class StepExecutor(ArtifactStore store, IRunLedger ledger, Executi
                     inputs[port] = v.Value?.DeepClone();
                     break;
                 case PathInput p:
-                    sources[port] = Hashing.Any(p.FullPath);
+                    try
+                    {
+                        sources[port] = Hashing.Any(p.FullPath);
+                    }
+                    catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+                    {
+                        // One line that names the input, never the machine's paths (a folder with a file another process holds, say).
+                        throw new ActivityException($"inputs.{port}: cannot be read to fingerprint it ({(e is UnauthorizedAccessException ? "permission denied" : "a file in it is unreadable or in use")})");
+                    }
                     break;
                 case ArtifactInput a:
                     var digests = a.References.Select(r => (JsonNode?)upstream[r.Step].Outputs[r.Output].Digest).ToArray();

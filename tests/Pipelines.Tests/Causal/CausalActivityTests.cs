@@ -32,7 +32,7 @@ public sealed class CausalActivityTests : IDisposable
         Assert.True(run.Status == RunStatus.Succeeded, string.Join("; ", run.Steps.Where(s => s.Error is not null).Select(s => $"{s.StepId}: {s.Error}")));
         var grid = PatchingGrid.Read(Output(run, "sweep", "grid"));
         Assert.Equal(2, grid.Layers.Count);
-        Assert.Equal(17, grid.Positions.Count); // BOS + 16 words
+        Assert.Equal(12, grid.Positions.Count); // BOS + 11 words: "ann cup tea . bob jar gin . question ann cup"
         var iia = JsonNode.Parse(File.ReadAllText(Output(run, "iia", "results")))!;
         Assert.NotNull(iia["dataset"]!["payload"]!["model_unit"]!["ResidualStream(Layer-1,Token-query)"]!["payload"]!["average_score"]);
         var average = iia["pipelines"]!["average"]!.GetValue<double>();
@@ -92,13 +92,14 @@ public sealed class CausalActivityTests : IDisposable
     [Fact]
     public async Task BadCausalInputsFailWithOneLineNamingTheInput()
     {
+        Directory.CreateDirectory(Path.Combine(_ws.Root, "empty"));
         var run = await _ws.RunAsync("""
             { "name": "bad", "steps": [
               { "id": "data", "activity": "causal.toy-task", "inputs": { "task": "belief", "count": 8, "seed": 1 } },
               { "id": "train", "activity": "model.train-toy", "inputs": { "task": "belief", "steps": 2, "batchSize": 2, "dModel": 16, "dMlp": 32, "nHeads": 2, "nLayers": 2 } },
               { "id": "sweep", "activity": "patching.sweep", "inputs": { "model": { "from": "train.model" }, "dataset": { "from": "data.pairs" }, "layers": [9] } },
               { "id": "iia", "activity": "causal.iia", "inputs": { "model": { "from": "train.model" }, "dataset": { "from": "data.counterfactuals" }, "variable": "nope" } },
-              { "id": "given", "activity": "causal.iia", "inputs": { "model": { "from": "train.model" }, "dataset": { "from": "data.counterfactuals" }, "featurizerPath": "." } },
+              { "id": "given", "activity": "causal.iia", "inputs": { "model": { "from": "train.model" }, "dataset": { "from": "data.counterfactuals" }, "featurizerPath": "empty" } },
               { "id": "steer", "activity": "steering.vector", "inputs": { "model": { "from": "train.model" }, "dataset": { "from": "data.pairs" } } } ] }
             """);
         string Error(string step) => run.Steps.Single(s => s.StepId == step).Error!;
