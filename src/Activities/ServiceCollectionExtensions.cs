@@ -44,6 +44,7 @@ public static class ServiceCollectionExtensions
         services.AddActivity<Causal.CausalToyTaskActivity>();
         services.AddActivity<Causal.PatchingGenerateActivity>();
         services.AddActivity<Causal.MibExportActivity>();
+        services.AddActivity<Causal.MibImportActivity>();
         services.AddActivity<CausalReportActivity>();
         services.AddActivity<CrawlReportActivity>();
         services.AddActivity<ErasureReportActivity>();

@@ -114,5 +114,32 @@ public sealed class CausalActivityTests : IDisposable
         }
     }
 
+    [Fact]
+    public async Task MibMcqaRowsAreLabelledWithTheCausalModel()
+    {
+        static JsonObject Mcq(string[] labels, string[] texts, int key) => new()
+        {
+            ["prompt"] = $"Question: Coconuts are brown. What color are coconuts?\n{string.Join("\n", labels.Zip(texts, (l, t) => $"{l}. {t}"))}\nAnswer:",
+            ["choices"] = new JsonObject { ["label"] = new JsonArray(labels.Select(l => (JsonNode?)l).ToArray()), ["text"] = new JsonArray(texts.Select(t => (JsonNode?)t).ToArray()) },
+            ["answerKey"] = key,
+        };
+        var row = Mcq(["A", "B", "C", "D"], ["red", "orange", "brown", "purple"], 2);
+        row["answerPosition_counterfactual"] = Mcq(["A", "B", "C", "D"], ["brown", "red", "orange", "purple"], 0);
+        row["randomLetter_counterfactual"] = Mcq(["W", "X", "Y", "Z"], ["red", "orange", "brown", "purple"], 2);
+        _ws.Write("mcqa.jsonl", row.ToJsonString() + "\n");
+        var run = await _ws.RunAsync("""{ "name": "mib", "steps": [ { "id": "import", "activity": "causal.import-mib", "inputs": { "path": "mcqa.jsonl" } } ] }""");
+        Assert.True(run.Status == RunStatus.Succeeded, run.Steps[0].Error);
+        var rows = File.ReadAllLines(Output(run, "import", "dataset")).Select(l => JsonNode.Parse(l)!.AsObject()).ToList();
+        Assert.Equal(4, rows.Count);
+        string Expected(string set, string variable) => rows.Single(r => r["set"]!.ToString() == set && r["variable"]!.ToString() == variable)["expected"]!.ToString();
+        Assert.Equal(" A", Expected("answerPosition", "answer_pointer")); // the source's pointer (0) read in the base's symbols
+        Assert.Equal(" A", Expected("answerPosition", "answer"));
+        Assert.Equal(" C", Expected("randomLetter", "answer_pointer")); // same pointer, the base's letters
+        Assert.Equal(" Y", Expected("randomLetter", "answer")); // the source's own answer
+        var prompt = row["prompt"]!.ToString();
+        Assert.Equal(prompt.IndexOf("\nC.", StringComparison.Ordinal) + 2, rows[0]["positions"]!["correct_symbol"]!["base"]![0]!["char"]!.GetValue<int>());
+        Assert.Equal(" C", rows[0]["base_answer"]!.ToString());
+    }
+
     public void Dispose() => _ws.Dispose();
 }
