@@ -83,6 +83,40 @@ public sealed class DasTests
         Assert.InRange(same, 0.35, 0.65);
     }
 
+    [Theory]
+    [InlineData(FeaturizerKind.Dbm)]
+    [InlineData(FeaturizerKind.Pca)]
+    public void TheOtherTrainedFeaturizersCarryThePlantedVariable(FeaturizerKind kind)
+    {
+        var runner = new InterchangeRunner(Model, Collector, PatchHook.ResidPost);
+        var train = Rows.Where(r => r.Split == "train").ToList();
+        var test = Rows.Where(r => r.Split == "test").ToList();
+        var unit = FeaturizerTraining.Train(runner, train, 0, "last", Model.Config.DModel, new FeaturizerOptions { Kind = kind, Epochs = 6, BatchSize = 16, LearningRate = 3e-2, Seed = 1 });
+        using var w = unit.W!;
+        Assert.NotNull(unit.Indices);
+        Assert.NotEmpty(unit.Indices!);
+        using var basis = unit.Basis();
+        var iia = Iia.Evaluate(runner, test, 0, "last", basis, leaderboard: false);
+        Assert.True(iia.Accuracy >= 0.9, $"{kind}: IIA {iia.Accuracy:P1} with {unit.Indices!.Count} of {unit.K} features");
+    }
+
+    [Fact]
+    public void BoundlessDasKeepsAnOrthogonalRotationAndABoundaryInsideTheWidth()
+    {
+        // pyvene's recipe (rotation at 1e-3, boundary at 1e-2, loss + 1.0·b) moves the rotation little in 48 steps, so
+        // on this toy the check is the parametrisation: orthogonal after the Cayley folds, and a boundary within [1, d].
+        var runner = new InterchangeRunner(Model, Collector, PatchHook.ResidPost);
+        var train = Rows.Where(r => r.Split == "train").ToList();
+        var unit = FeaturizerTraining.Train(runner, train, 0, "last", Model.Config.DModel, new FeaturizerOptions { Kind = FeaturizerKind.Boundless, Epochs = 6, BatchSize = 16, Seed = 1 });
+        using var w = unit.W!;
+        Assert.Equal(Model.Config.DModel, unit.K);
+        Assert.True(unit.OrthogonalityError <= 1e-5, $"orthogonality error {unit.OrthogonalityError}");
+        Assert.InRange(unit.Indices!.Count, 1, Model.Config.DModel);
+        // The kept features are one run at the start of the rotation: pyvene's mask σ(i/T)·σ((b·d − i)/T) is 0.5 at i = 0,
+        // so at the final temperature the first kept coordinate is 1.
+        Assert.Equal(Enumerable.Range(1, unit.Indices.Count), unit.Indices);
+    }
+
     [Fact]
     public void FullVectorInterchangeAtEveryPositionOfALayerReproducesTheSourceRun()
     {
