@@ -71,7 +71,7 @@ public sealed class CausalIiaActivity : Activity<CausalIiaActivity.Input>
         }
         var hook = featurizer is null ? input.Hook : Enum.GetValues<PatchHook>().First(h => PatchingSweep.Name(h) == featurizer.Hook);
         var units = featurizer?.Units.Where(u => input.Layers.Count == 0 || input.Layers.Contains(u.Layer)).ToList()
-            ?? CausalInputs.Layers(input.Layers, model.Config.NLayers).SelectMany(l => input.Positions.Select(p => new FeaturizerUnit(l, p, model.Config.DModel, null, null, null))).ToList();
+            ?? CausalInputs.Layers(input.Layers, model.Config.NLayers).SelectMany(l => input.Positions.Select(p => new FeaturizerUnit(l, p, model.Config.DModel, null, null))).ToList();
         if (units.Count == 0 || units.Any(u => u.Layer >= model.Config.NLayers))
         {
             throw new ActivityException($"inputs.layers: no unit to evaluate on this model's layers 0..{model.Config.NLayers - 1}");

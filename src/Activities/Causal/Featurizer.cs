@@ -13,7 +13,7 @@ public enum FeaturizerKind { Identity, Das, Boundless, Dbm, Pca }
 /// One unit's featurizer: an orthonormal basis W [d, k] (none for the identity) and the feature indices swapped (null:
 /// all k). An interchange sets x' = x_b + (x_s − x_b)·W_S·W_Sᵀ: the features in S from the source, the rest of x from the base.
 /// </summary>
-public sealed record FeaturizerUnit(int Layer, string Position, int K, IReadOnlyList<int>? Indices, double? OrthogonalityError, double? TrainIia)
+public sealed record FeaturizerUnit(int Layer, string Position, int K, IReadOnlyList<int>? Indices, double? OrthogonalityError)
 {
     [JsonIgnore]
     public Tensor? W { get; init; }

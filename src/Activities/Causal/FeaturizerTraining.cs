@@ -52,7 +52,7 @@ public static class FeaturizerTraining
     {
         if (o.Kind == FeaturizerKind.Identity)
         {
-            return new FeaturizerUnit(layer, position, d, null, null, null);
+            return new FeaturizerUnit(layer, position, d, null, null);
         }
         using var sources = runner.SourceActivations(rows, layer, position, ct: ct);
         using var generator = new Generator((ulong)(o.Seed * 1_000_003 + layer * 101 + position.Length));
@@ -140,7 +140,7 @@ public static class FeaturizerTraining
             {
                 p?.Dispose();
             }
-            return new FeaturizerUnit(layer, position, (int)w.shape[1], indices, error, null) { W = w };
+            return new FeaturizerUnit(layer, position, (int)w.shape[1], indices, error) { W = w };
         }
     }
 

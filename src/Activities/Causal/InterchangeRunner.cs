@@ -61,10 +61,6 @@ public sealed class InterchangeRunner(HookedTransformer model, ActivationCollect
         var mask = new bool[n, width];
         for (var r = 0; r < n; r++)
         {
-            for (var t = 0; t < width; t++)
-            {
-                scatter[r, t] = 0;
-            }
             var basePositions = Counterfactuals.Of(rows[r], position).Base;
             for (var j = 0; j < basePositions.Length; j++)
             {
@@ -102,42 +98,24 @@ public sealed class InterchangeRunner(HookedTransformer model, ActivationCollect
     }
 
     /// <summary>Greedy decoding of <paramref name="maxNew"/> tokens (0: each row's expected length) under the intervention.</summary>
-    public List<string> Generate(IReadOnlyList<CounterfactualRow> rows, Tensor sources, int layer, string position, Tensor? basis, int maxNew)
-    {
-        using var noGrad = no_grad();
-        var sequences = rows.Select(r => r.BaseIds.ToList()).ToList();
-        var steps = maxNew > 0 ? maxNew : rows.Max(r => r.ExpectedIds.Count);
-        var generated = rows.Select(_ => new List<int>()).ToList();
-        for (var s = 0; s < steps; s++)
-        {
-            using var scope = NewDisposeScope();
-            var (ids, mask) = collector.Pack(sequences.Cast<IReadOnlyList<int>>().ToList());
-            var logits = Interventions.Run(model, ids, [Intervention(rows, sources, layer, position, (int)ids.shape[1], basis, null)], mask);
-            var last = tensor(sequences.Select(q => (long)q.Count - 1).ToArray(), device: logits.device);
-            var next = logits[arange(rows.Count, device: logits.device), last].argmax(-1).cpu().data<long>().ToArray();
-            for (var r = 0; r < rows.Count; r++)
-            {
-                if (maxNew > 0 || s < rows[r].ExpectedIds.Count)
-                {
-                    sequences[r].Add((int)next[r]);
-                    generated[r].Add((int)next[r]);
-                }
-            }
-        }
-        return generated.Select(g => collector.Decode(g)).ToList();
-    }
+    public List<string> Generate(IReadOnlyList<CounterfactualRow> rows, Tensor sources, int layer, string position, Tensor? basis, int maxNew) =>
+        Greedy(rows.Select(r => r.BaseIds).ToList(), rows.Select(r => maxNew > 0 ? maxNew : r.ExpectedIds.Count).ToList(),
+            width => [Intervention(rows, sources, layer, position, width, basis, null)]);
 
     /// <summary>Greedy answers without any intervention (the filter's check): of the base or the source prompts.</summary>
-    public List<string> Plain(IReadOnlyList<IReadOnlyList<int>> prompts, IReadOnlyList<int> lengths)
+    public List<string> Plain(IReadOnlyList<IReadOnlyList<int>> prompts, IReadOnlyList<int> lengths) => Greedy(prompts, lengths, _ => []);
+
+    /// <summary>Greedy decoding, row r for lengths[r] tokens, with the plan a sequence width needs (the interventions sit in the prompts).</summary>
+    private List<string> Greedy(IReadOnlyList<IReadOnlyList<int>> prompts, IReadOnlyList<int> lengths, Func<int, IReadOnlyList<Intervention>> plan)
     {
         using var noGrad = no_grad();
         var sequences = prompts.Select(p => p.ToList()).ToList();
         var generated = prompts.Select(_ => new List<int>()).ToList();
-        for (var s = 0; s < lengths.Max(); s++)
+        for (var s = 0; s < lengths.DefaultIfEmpty(0).Max(); s++)
         {
             using var scope = NewDisposeScope();
             var (ids, mask) = collector.Pack(sequences.Cast<IReadOnlyList<int>>().ToList());
-            var logits = model.Forward(ids, mask);
+            var logits = Interventions.Run(model, ids, plan((int)ids.shape[1]), mask);
             var last = tensor(sequences.Select(q => (long)q.Count - 1).ToArray(), device: logits.device);
             var next = logits[arange(prompts.Count, device: logits.device), last].argmax(-1).cpu().data<long>().ToArray();
             for (var r = 0; r < prompts.Count; r++)
