@@ -114,8 +114,7 @@ public sealed class LoraAdapter : nn.Module
         using var generator = new Generator((ulong)seed);
         foreach (var s in sites)
         {
-            var bound = 1.0 / Math.Sqrt(s.In);
-            var a = rand([rank, s.In], generator: generator).mul_(Scalars.Of(2 * bound)).sub_(Scalars.Of(bound));
+            var a = LoraMath.KaimingDown([rank, s.In], s.In, Math.Sqrt(5), generator);
             adapter.Add(s, a, zeros(s.Out, rank), rank);
         }
         return adapter;
@@ -128,7 +127,7 @@ public sealed class LoraAdapter : nn.Module
         var key = site.Path.Replace('.', '_');
         register_parameter(key + "_A", pa);
         register_parameter(key + "_B", pb);
-        _pairs.Add((site, pa, pb, UseRsLora ? Alpha / Math.Sqrt(rank) : Alpha / rank));
+        _pairs.Add((site, pa, pb, LoraMath.Scaling(Alpha, rank, UseRsLora)));
     }
 
     /// <summary>The update of one weight of one layer in the runtime's layout, or null when no pair touches it.</summary>
