@@ -61,6 +61,7 @@ public static class Program
             InspectCommands.Why(g),
             ArtifactCommands.Artifacts(g),
             ModelCommands.Model(g),
+            DiffusionCommands.Diffusion(g),
             ServerCommands.Serve(g),
             ServerCommands.Worker(g),
             ServerCommands.Health(g),
