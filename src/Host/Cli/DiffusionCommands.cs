@@ -176,7 +176,41 @@ public static class DiffusionCommands
             return ExitCodes.Ok;
         }));
 
-        return new Command("diffusion", "Load, inspect and sample diffusers pipeline folders (Stable Diffusion 1.x/2.x layout, toy models)") { info, sample, eps, encode, decode, init };
+        var tOutDir = new Option<string>("--out") { Description = "The pipeline folder to write", Required = true };
+        var tScorer = new Option<string?>("--scorer") { Description = "Also train the toy scorer CNN and write it here" };
+        var tSteps = new Option<int>("--steps") { Description = "Denoiser training steps", DefaultValueFactory = _ => 2000 };
+        var tScorerSteps = new Option<int>("--scorer-steps") { Description = "Scorer training steps", DefaultValueFactory = _ => 1500 };
+        var tSize = new Option<int>("--size") { Description = "Image side: 16 or 32", DefaultValueFactory = _ => 16 };
+        var tSeed = new Option<long>("--seed") { Description = "Seed", DefaultValueFactory = _ => 0 };
+        var trainToy = new Command("train-toy", "Train the toy world's text-to-image model (and optionally its scorer); the workflow activity is diffusion.train-toy") { tOutDir, tScorer, tSteps, tScorerSteps, tSize, tSeed };
+        trainToy.SetAction((p, ct) => Run(g, p, () =>
+        {
+            if (p.GetValue(tSize) is not (16 or 32) || p.GetValue(tSteps) is < 1 or > 1_000_000)
+            {
+                return Output.Invalid("--size: expected 16 or 32; --steps: expected 1 to 1000000");
+            }
+            var started = DateTime.UtcNow;
+            var world = new Pipelines.Models.Diffusion.Toy.ToyWorld(p.GetValue(tSize));
+            if (p.GetValue(tScorer) is { } scorerDir)
+            {
+                using var scorer = Pipelines.Models.Diffusion.Toy.ToyScorer.Train(world, p.GetValue(tScorerSteps), p.GetValue(tSeed), (s, l) => Console.Error.Write($"\rscorer step {s}, loss {l:F4}   "), ct);
+                Console.Error.WriteLine();
+                scorer.Save(scorerDir);
+                var acc = scorer.Evaluate(world);
+                AnsiConsole.WriteLine($"scorer: shape {acc.Shape:P1}, colour {acc.Colour:P1}, size r {acc.SizeCorrelation:F3} on {acc.Images} clean images ({(DateTime.UtcNow - started).TotalSeconds:F0} s)");
+            }
+            var (pipe, losses) = Pipelines.Models.Diffusion.Toy.ToyDiffusionTrainer.Train(new Pipelines.Models.Diffusion.Toy.ToyDiffusionOptions { Size = p.GetValue(tSize), Steps = p.GetValue(tSteps), Seed = p.GetValue(tSeed) },
+                (s, l) => Console.Error.Write($"\rdenoiser step {s}, loss {l:F4} ({(DateTime.UtcNow - started).TotalSeconds:F0} s)   "), ct);
+            Console.Error.WriteLine();
+            using (pipe)
+            {
+                pipe.Save(p.GetValue(tOutDir)!);
+            }
+            AnsiConsole.WriteLine($"final loss {losses[^1].Loss:F4}; wrote {p.GetValue(tOutDir)} in {(DateTime.UtcNow - started).TotalSeconds:F0} s");
+            return ExitCodes.Ok;
+        }));
+
+        return new Command("diffusion", "Load, inspect and sample diffusers pipeline folders (Stable Diffusion 1.x/2.x layout, toy models)") { info, sample, eps, encode, decode, init, trainToy };
     }
 
     private static long Count(TorchSharp.torch.nn.Module m) => m.parameters().Sum(x => x.numel());

@@ -30,6 +30,16 @@ public sealed class SeededRandom(long seed)
         return (int)(x % (ulong)n);
     }
 
+    /// <summary>Uniform in [0, 1) with 53 random bits.</summary>
+    public double NextDouble() => (NextULong() >> 11) * (1.0 / (1UL << 53));
+
+    /// <summary>Standard normal (Box–Muller).</summary>
+    public double NextGaussian()
+    {
+        var u = 1.0 - NextDouble();
+        return Math.Sqrt(-2 * Math.Log(u)) * Math.Cos(2 * Math.PI * NextDouble());
+    }
+
     /// <summary>Shuffles in place (Fisher–Yates).</summary>
     public void Shuffle<T>(IList<T> items)
     {

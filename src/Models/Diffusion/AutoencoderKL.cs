@@ -38,7 +38,7 @@ public sealed class VaeAttention : nn.Module
         var q = to_q.Forward(tokens).unsqueeze(1);
         var k = to_k.Forward(tokens).unsqueeze(1);
         var v = to_v.Forward(tokens).unsqueeze(1);
-        var o = F.scaled_dot_product_attention(q, k, v).squeeze(1);
+        var o = CrossAttention.Sdpa(q, k, v, false).squeeze(1);
         return _out.Forward(o).transpose(1, 2).reshape(b, c, h, w) + x;
     }
 }

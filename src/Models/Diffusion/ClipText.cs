@@ -38,7 +38,7 @@ public sealed class ClipAttention : nn.Module
         var q = q_proj.Forward(x).view(b, n, _heads, d).transpose(1, 2);
         var k = k_proj.Forward(x).view(b, n, _heads, d).transpose(1, 2);
         var v = v_proj.Forward(x).view(b, n, _heads, d).transpose(1, 2);
-        var o = F.scaled_dot_product_attention(q, k, v, is_casual: true);
+        var o = CrossAttention.Sdpa(q, k, v, true);
         return out_proj.Forward(o.transpose(1, 2).reshape(b, n, c));
     }
 }

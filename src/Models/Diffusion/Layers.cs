@@ -84,15 +84,34 @@ public sealed class DConv2d : nn.Module
     public long Out => weight.shape[0];
     public long Kernel => weight.shape[2];
 
+    /// <summary>
+    /// conv2d with a workaround: libtorch 2.10's CPU backward returns a wrong (sometimes NaN) input gradient for stride-1
+    /// k×k convolutions (k &gt; 1) whose output-channel count is not a multiple of 16 (measured against im2col and finite
+    /// differences: the UNet's 3- or 4-channel conv_out, rank-r LoRA convs). Under autograd such a weight is padded with
+    /// zero output channels to the next multiple of 16 and the result sliced back, which is exact.
+    /// </summary>
+    public static Tensor Conv(Tensor x, Tensor w, Tensor? b, long stride, long padding)
+    {
+        var outC = w.shape[0];
+        if (stride == 1 && w.shape[2] > 1 && outC % 16 != 0 && x.requires_grad && is_grad_enabled())
+        {
+            var extra = 16 - outC % 16;
+            var wp = F.pad(w, [0, 0, 0, 0, 0, 0, 0, extra]);
+            var bp = b is null ? null : F.pad(b, [0, extra]);
+            return F.conv2d(x, wp, bp, strides: [stride, stride], padding: [padding, padding]).narrow(1, 0, outC);
+        }
+        return F.conv2d(x, w, b, strides: [stride, stride], padding: [padding, padding]);
+    }
+
     public Tensor Forward(Tensor x)
     {
-        var y = F.conv2d(x, weight, bias, strides: [_stride, _stride], padding: [_padding, _padding]);
+        var y = Conv(x, weight, bias, _stride, _padding);
         foreach (var slot in Lora)
         {
             var m = slot.Multiplier();
             if (m != 0)
             {
-                var h = F.conv2d(x, slot.Down, strides: [_stride, _stride], padding: [_padding, _padding]);
+                var h = Conv(x, slot.Down, null, _stride, _padding);
                 y = y + F.conv2d(h, slot.Up).mul(Scalars.Of(m * slot.Scale));
             }
         }

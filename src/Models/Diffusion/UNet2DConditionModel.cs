@@ -150,9 +150,29 @@ public sealed class CrossAttention : nn.Module
         }
         else
         {
-            o = F.scaled_dot_product_attention(qh, kh, vh);
+            o = Sdpa(qh, kh, vh, false);
         }
         return o.transpose(1, 2).reshape(b, n, c);
+    }
+
+    /// <summary>
+    /// softmax(q kᵀ/√d) v over [B, H, N, d]: libtorch's fused kernel for inference; under autograd an explicit softmax,
+    /// because the CPU kernel's backward intermittently returned NaN gradients here (measured: the toy's first update).
+    /// </summary>
+    internal static Tensor Sdpa(Tensor q, Tensor k, Tensor v, bool causal)
+    {
+        if (!(is_grad_enabled() && (q.requires_grad || k.requires_grad || v.requires_grad)))
+        {
+            return F.scaled_dot_product_attention(q, k, v, is_casual: causal);
+        }
+        var scores = matmul(q, k.transpose(-1, -2)).mul(Scalars.Of(1.0 / Math.Sqrt(q.shape[^1])));
+        if (causal)
+        {
+            long n = q.shape[^2], s = k.shape[^2];
+            using var mask = ones(n, s, ScalarType.Bool).triu(1);
+            scores = scores.masked_fill(mask, Scalars.Of(double.NegativeInfinity));
+        }
+        return matmul(scores.softmax(-1), v);
     }
 }
 
