@@ -35,6 +35,14 @@ public static class ServiceCollectionExtensions
         services.AddActivity<Erasure.ErasureTrainActivity>();
         services.AddActivity<Erasure.ErasureProbeActivity>();
         services.AddActivity<Erasure.ErasureImportActivity>();
+        services.AddActivity<Diffusion.DiffusionTrainToyActivity>();
+        services.AddActivity<Diffusion.DiffusionLoadActivity>();
+        services.AddActivity<Diffusion.DiffusionSampleActivity>();
+        services.AddActivity<Diffusion.DiffusionDtVisualizeActivity>();
+        services.AddActivity<Diffusion.DiffusionDistillActivity>();
+        services.AddActivity<Diffusion.DiffusionHybridActivity>();
+        services.AddActivity<Diffusion.DiffusionDiversityActivity>();
+        services.AddActivity<Reports.DiffusionReportActivity>();
         services.AddActivity<Causal.PatchingSweepActivity>();
         services.AddActivity<Causal.ProbeTrainActivity>();
         services.AddActivity<Causal.SteeringVectorActivity>();

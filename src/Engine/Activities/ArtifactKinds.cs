@@ -34,8 +34,17 @@ public static class ArtifactKinds
     /// <summary>Interchange intervention accuracy per unit, in MIB's JSON layout.</summary>
     public const string IIAResults = "IIAResults";
 
+    /// <summary>A diffusers pipeline folder (model_index.json, unet/, text_encoder/, tokenizer/, scheduler/, optional vae/).</summary>
+    public const string DiffusionModel = "DiffusionModel";
+
+    /// <summary>Generated images with their prompts, seeds, scorer outputs and cost (pipelines.images/1).</summary>
+    public const string Images = "Images";
+
+    /// <summary>The toy world's scorer CNN (stands in for ResNet-50 and CLIP in diffusion metrics).</summary>
+    public const string Scorer = "Scorer";
+
     /// <summary>Every known kind, for the JSON Schema and the designer's colours.</summary>
-    public static readonly IReadOnlyList<string> All = [Dataset, Report, Json, Model, Schema, Scores, Circuit, Plot, Topics, Checkpoints, ErasureMatrix, PatchingGrid, ProbeResults, SteeringVector, Featurizer, IIAResults];
+    public static readonly IReadOnlyList<string> All = [Dataset, Report, Json, Model, Schema, Scores, Circuit, Plot, Topics, Checkpoints, ErasureMatrix, PatchingGrid, ProbeResults, SteeringVector, Featurizer, IIAResults, DiffusionModel, Images, Scorer];
 }
 
 /// <summary>An artifact handed to an activity: an immutable object in the store.</summary>

@@ -111,8 +111,10 @@ public static class Distillation
                     {
                         var t = (int)Math.Round(from + (to - from) * (double)s / o.TeacherSubsteps);
                         var tn = s + 1 == o.TeacherSubsteps ? to : (int)Math.Round(from + (to - from) * (double)(s + 1) / o.TeacherSubsteps);
+                        // One scope per teacher call: a forward's intermediates are freed here, not at the chunk's end.
+                        using var step = NewDisposeScope();
                         var eps = teacher.PredictNoise(x, t, uncond, cond, o.TeacherGuidance);
-                        x = DdimMove(x, eps, Alpha(ac, t, c), Alpha(ac, tn, c), c);
+                        x = DdimMove(x, eps, Alpha(ac, t, c), Alpha(ac, tn, c), c).MoveToOuterDisposeScope();
                     }
                 }
                 recorded[k] = x.clone();
@@ -232,7 +234,7 @@ public sealed record SamplerPlan(string Name, int UnetCalls, string Description)
 public static class HybridSampler
 {
     public static (Tensor Images, SamplerPlan Plan) Sample(DiffusionPipeline baseModel, DiffusionPipeline student, IReadOnlyList<string> prompts, long seed,
-        int baseSteps, double baseGuidance, int studentSteps, int handoff = 1, bool reverse = false, CancellationToken cancel = default)
+        int baseSteps, double baseGuidance, int studentSteps, int handoff = 1, bool reverse = false, CancellationToken cancel = default, Tensor? initialNoise = null)
     {
         var bs = new DdimScheduler(baseModel.SchedulerConfig with { TimestepSpacing = baseModel.SchedulerConfig.TimestepSpacing ?? "leading" });
         bs.SetTimesteps(baseSteps);
@@ -251,7 +253,7 @@ public static class HybridSampler
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
         var side = baseModel.DefaultSize;
-        var noise = baseModel.InitialNoise(prompts.Count, seed, side, side);
+        var noise = initialNoise ?? baseModel.InitialNoise(prompts.Count, seed, side, side);
         var condB = baseModel.EncodePrompts(prompts);
         var uncondB = baseGuidance > 1 ? baseModel.EncodePrompts(Enumerable.Repeat("", prompts.Count)) : null;
         var condS = student.EncodePrompts(prompts);
