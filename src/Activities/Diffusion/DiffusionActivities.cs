@@ -205,6 +205,9 @@ public sealed class DiffusionSampleActivity : Activity<DiffusionSampleActivity.I
         [Input("Prompts (empty with a toy model: every colour × shape)")]
         public IReadOnlyList<string> Prompts { get; init; } = [];
 
+        [Input("One more prompt, after the list (lets a workflow parameter give the prompt)")]
+        public string? Prompt { get; init; }
+
         [Input("The negative prompt (the unconditional side of guidance)")]
         public string Negative { get; init; } = "";
 
@@ -234,7 +237,7 @@ public sealed class DiffusionSampleActivity : Activity<DiffusionSampleActivity.I
     {
         using var pipe = DiffusionArtifacts.Open(input.Model);
         using var scorer = DiffusionArtifacts.OpenScorer(input.Scorer);
-        var rows = DiffusionArtifacts.Rows(DiffusionArtifacts.Prompts(input.Prompts, pipe), input.Samples, input.Seed);
+        var rows = DiffusionArtifacts.Rows(DiffusionArtifacts.Prompts(input.Prompts, input.Prompt, pipe), input.Samples, input.Seed);
         var watch = Stopwatch.StartNew();
         using var images = DiffusionSampling.Sample(pipe, rows, input.Steps, input.Scheduler, input.Guidance, input.Eta, input.Negative, context);
         var calls = DiffusionSampling.Calls(pipe, input.Steps, input.Scheduler, input.Guidance);

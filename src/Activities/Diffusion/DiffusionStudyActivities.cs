@@ -26,6 +26,9 @@ public sealed class DiffusionDtVisualizeActivity : Activity<DiffusionDtVisualize
         [Input("Prompts (empty with a toy model: every colour × shape)")]
         public IReadOnlyList<string> Prompts { get; init; } = [];
 
+        [Input("One more prompt, after the list (lets a workflow parameter give the prompt)")]
+        public string? Prompt { get; init; }
+
         [Input("Samples per prompt", Minimum = 1, Maximum = 64)]
         public int Samples { get; init; } = 2;
 
@@ -52,7 +55,7 @@ public sealed class DiffusionDtVisualizeActivity : Activity<DiffusionDtVisualize
     {
         using var pipe = DiffusionArtifacts.Open(input.Model);
         using var scorer = DiffusionArtifacts.OpenScorer(input.Scorer);
-        var rows = DiffusionArtifacts.Rows(DiffusionArtifacts.Prompts(input.Prompts, pipe), input.Samples, input.Seed);
+        var rows = DiffusionArtifacts.Rows(DiffusionArtifacts.Prompts(input.Prompts, input.Prompt, pipe), input.Samples, input.Seed);
         var x0s = new List<List<Tensor>>();
         var timesteps = new List<double>();
         using var images = DiffusionSampling.Sample(pipe, rows, input.Steps, input.Scheduler, input.Guidance, 0, "", context, (offset, st) =>
@@ -161,7 +164,7 @@ public sealed class DiffusionDistillActivity : Activity<DiffusionDistillActivity
     protected override Task ExecuteAsync(Input input, ActivityContext context)
     {
         using var teacher = DiffusionArtifacts.Open(input.Model);
-        var prompts = DiffusionArtifacts.Prompts(input.Prompts, teacher);
+        var prompts = DiffusionArtifacts.Prompts(input.Prompts, null, teacher);
         var watch = Stopwatch.StartNew();
         var options = new DistillOptions
         {
@@ -206,6 +209,9 @@ public sealed class DiffusionHybridActivity : Activity<DiffusionHybridActivity.I
         [Input("Prompts (empty with a toy model: every colour × shape)")]
         public IReadOnlyList<string> Prompts { get; init; } = [];
 
+        [Input("One more prompt, after the list (lets a workflow parameter give the prompt)")]
+        public string? Prompt { get; init; }
+
         [Input("Images per prompt", Minimum = 1, Maximum = 1024)]
         public int Samples { get; init; } = 4;
 
@@ -237,7 +243,7 @@ public sealed class DiffusionHybridActivity : Activity<DiffusionHybridActivity.I
         {
             throw new ActivityException("student: its image size or channels differ from the base model's; distil the student from this base");
         }
-        var rows = DiffusionArtifacts.Rows(DiffusionArtifacts.Prompts(input.Prompts, baseModel), input.Samples, input.Seed);
+        var rows = DiffusionArtifacts.Rows(DiffusionArtifacts.Prompts(input.Prompts, input.Prompt, baseModel), input.Samples, input.Seed);
         var watch = Stopwatch.StartNew();
         var parts = new List<Tensor>();
         SamplerPlan? plan = null;

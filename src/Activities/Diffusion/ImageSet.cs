@@ -158,8 +158,9 @@ public static class DiffusionArtifacts
     }
 
     /// <summary>The prompts to use: the given ones, or for a toy model every colour × shape prompt.</summary>
-    public static IReadOnlyList<string> Prompts(IReadOnlyList<string> given, DiffusionPipeline pipe)
+    public static IReadOnlyList<string> Prompts(IReadOnlyList<string> list, string? one, DiffusionPipeline pipe)
     {
+        var given = one is null ? list : list.Append(one).ToList();
         if (given.Count > 0)
         {
             return given;
