@@ -41,6 +41,10 @@ public static class Program
         {
             return CausalBench.Run(args.Skip(1).ToArray());
         }
+        if (args.FirstOrDefault() == "diffusion")
+        {
+            return DiffusionBench.Run(args.Skip(1).ToArray());
+        }
         if (args.FirstOrDefault() == "attribution")
         {
             return AttributionBench.Run(args.Skip(1).ToArray());

@@ -29,8 +29,11 @@ public sealed record DistillOptions
 /// distillation's target, Salimans &amp; Ho Algorithm 2): the teacher's guided DDIM trajectories are recorded at the
 /// student's timesteps τ; for step k the student's x̂0 at x_τk is regressed onto the x̃0 that makes one DDIM step land
 /// on the teacher's x_τk+1, <c>x̃0 = (x_τk+1 − (σ_k+1/σ_k) x_τk) / (α_k+1 − (σ_k+1/σ_k) α_k)</c> (last step: the
-/// teacher's final sample), weighted max(1, SNR(τ_k)). The student starts from the teacher's weights (same keys, so
-/// the teacher's LoRA sliders load on it) and is saved with a trailing K-step DDIM schedule.
+/// teacher's final sample). The loss is the landing point's error, (α_k+1 − (σ_k+1/σ_k) α_k)²‖x̂0 − x̃0‖² (1 for the
+/// last step): progressive distillation's max(1, SNR) weighting assumes an x- or v-predicting network, and with this
+/// ε-predicting student it multiplied the first step's errors by 1/ᾱ (≈ 2·10⁴ at t = 999) and swamped the others.
+/// The student starts from the teacher's weights (same keys, so the teacher's LoRA sliders load on it) and is saved
+/// with a trailing K-step DDIM schedule.
 /// </summary>
 public static class Distillation
 {
@@ -180,14 +183,15 @@ public static class Distillation
                 {
                     double an = ac[taus[i + 1]], aln = Math.Sqrt(an), sgn = Math.Sqrt(1 - an), ratio = sgn / sg;
                     target = (states[i + 1][j] - xk.mul(Scalars.Of(ratio))).mul(Scalars.Of(1 / (aln - ratio * al)));
+                    weights[b] = (float)Math.Pow(aln - ratio * al, 2);
                 }
                 else
                 {
                     target = states[k][j];
+                    weights[b] = 1f;
                 }
                 xs.Add(xk);
                 targets.Add(target);
-                weights[b] = (float)Math.Max(1.0, a / (1 - a));
                 alphas[b] = (float)al;
                 sigmas[b] = (float)sg;
             }

@@ -19,6 +19,41 @@ public sealed class LoraSlot(Parameter down, Parameter up, double scale, Func<do
     public Func<double> Multiplier { get; } = multiplier;
 }
 
+/// <summary>
+/// Counts multiply-accumulates of the linear, conv and attention products on this thread while a count is open (the
+/// bench's FLOP figures; off, it costs one null check).
+/// </summary>
+public static class MacCounter
+{
+    [ThreadStatic]
+    private static long[]? _count;
+
+    public static bool Active => _count is not null;
+
+    internal static void Add(long macs)
+    {
+        if (_count is not null)
+        {
+            _count[0] += macs;
+        }
+    }
+
+    /// <summary>Runs an action and returns the MACs it performed.</summary>
+    public static long Measure(Action action)
+    {
+        _count = [0];
+        try
+        {
+            action();
+            return _count[0];
+        }
+        finally
+        {
+            _count = null;
+        }
+    }
+}
+
 /// <summary>nn.Linear with diffusers' parameter names (<c>weight</c>, <c>bias</c>) and optional LoRA slots.</summary>
 public sealed class DLinear : nn.Module
 {
@@ -45,6 +80,7 @@ public sealed class DLinear : nn.Module
     public Tensor Forward(Tensor x)
     {
         var y = F.linear(x, weight, bias);
+        MacCounter.Add(x.numel() / In * In * Out);
         foreach (var slot in Lora)
         {
             var m = slot.Multiplier();
@@ -106,6 +142,7 @@ public sealed class DConv2d : nn.Module
     public Tensor Forward(Tensor x)
     {
         var y = Conv(x, weight, bias, _stride, _padding);
+        MacCounter.Add(y.numel() * In * Kernel * Kernel);
         foreach (var slot in Lora)
         {
             var m = slot.Multiplier();

@@ -141,6 +141,7 @@ public sealed class CrossAttention : nn.Module
         var qh = q.view(b, n, heads, d).transpose(1, 2);
         var kh = k.view(b, s, heads, d).transpose(1, 2);
         var vh = v.view(b, s, heads, d).transpose(1, 2);
+        MacCounter.Add(2 * b * heads * n * s * d);
         Tensor o;
         if (hooks.Point(patternHook).HasHooks)
         {

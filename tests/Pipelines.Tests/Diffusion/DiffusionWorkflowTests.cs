@@ -16,6 +16,7 @@ public sealed class DiffusionWorkflowTests
         JsonNode.Parse(File.ReadAllText(Path.Combine(ws.Store.ObjectPath(run.Steps.Single(s => s.StepId == step).Outputs[port].Digest), file)))!;
 
     [Fact]
+    [Trait("Tier", "Slow")]
     public async Task DiversityDistillationChainRunsAtToyScale()
     {
         using var ws = new Workspace();

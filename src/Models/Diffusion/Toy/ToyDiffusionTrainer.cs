@@ -87,7 +87,6 @@ public static class ToyDiffusionTrainer
             var loss = F.mse_loss(pipe.Unet.Forward(xt, t, ctx), noise);
             optimizer.zero_grad();
             loss.backward();
-            nn.utils.clip_grad_norm_(parameters, 1.0);
             // Linear warm-up over the first 100 steps.
             foreach (var group in optimizer.ParamGroups)
             {
