@@ -58,6 +58,7 @@ public sealed class SchemaTests : IDisposable
             {
                 "mib-circuit.json" => new Dictionary<string, string> { ["model"] = checkpoint },
                 "checkpoint-watch.json" => new Dictionary<string, string> { ["checkpoint"] = checkpoint, ["checkpoints"] = _ws.Root },
+                "sd-sample.json" => new Dictionary<string, string> { ["path"] = _ws.Root },
                 "erasure-probe-real.json" => new Dictionary<string, string>
                 {
                     ["base"] = checkpoint, ["erased"] = checkpoint, ["mcq"] = _ws.Write("mcq.json", "[]"), ["forget"] = _ws.Write("forget.jsonl", "{}"), ["retain"] = _ws.Write("retain.jsonl", "{}"),
