@@ -246,29 +246,5 @@ public static class DiffusionCommands
         return result;
     }
 
-    private static Task<int> Run(GlobalOptions g, ParseResult p, Func<int> body) => g.Execute(p, _ =>
-    {
-        try
-        {
-            TorchRuntime.EnsureLoaded();
-            return Task.FromResult(body());
-        }
-        catch (CheckpointException e)
-        {
-            return Task.FromResult(Output.Invalid(e.Message));
-        }
-        catch (ArgumentException e)
-        {
-            return Task.FromResult(Output.Invalid(e.Message.Split('\n')[0]));
-        }
-        catch (IOException e)
-        {
-            return Task.FromResult(Output.Invalid(e.Message.Split('\n')[0]));
-        }
-        catch (TorchUnavailableException e)
-        {
-            Output.Error.MarkupLine($"[red bold]error:[/] {Markup.Escape(e.Message)}");
-            return Task.FromResult(ExitCodes.Failed);
-        }
-    });
+    private static Task<int> Run(GlobalOptions g, ParseResult p, Func<int> body) => ModelCommands.Run(g, p, body);
 }

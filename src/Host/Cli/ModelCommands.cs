@@ -145,7 +145,8 @@ public static class ModelCommands
         return new Command("model", "Inspect checkpoints, dump logits, generate text, train a toy model") { info, logits, generate, train };
     }
 
-    private static Task<int> Run(GlobalOptions g, ParseResult p, Func<int> body) => g.Execute(p, _ =>
+    /// <summary>Runs a runtime command: checkpoint, argument and I/O problems become one line and exit code 2.</summary>
+    internal static Task<int> Run(GlobalOptions g, ParseResult p, Func<int> body) => g.Execute(p, _ =>
     {
         try
         {
@@ -159,6 +160,10 @@ public static class ModelCommands
         catch (ArgumentException e)
         {
             // Token ids outside the vocabulary, inputs beyond the context: the runtime's one-line refusals.
+            return Task.FromResult(Output.Invalid(e.Message.Split('\n')[0]));
+        }
+        catch (IOException e)
+        {
             return Task.FromResult(Output.Invalid(e.Message.Split('\n')[0]));
         }
         catch (TorchUnavailableException e)

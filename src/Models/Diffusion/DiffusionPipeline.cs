@@ -65,8 +65,6 @@ public sealed class DiffusionPipeline : IDisposable
 
     public int DefaultSize => (Unet.Config.SampleSize ?? 64) * DownFactor;
 
-    public long ParameterCount(nn.Module m) => m.parameters().Sum(p => p.numel());
-
     public static DiffusionPipeline Load(string dir)
     {
         if (!Directory.Exists(dir))
