@@ -35,6 +35,8 @@ public static class ServiceCollectionExtensions
         services.AddActivity<Erasure.ErasureTrainActivity>();
         services.AddActivity<Erasure.ErasureProbeActivity>();
         services.AddActivity<Erasure.ErasureImportActivity>();
+        services.AddActivity<Erasure.DiffusionErasureTrainActivity>();
+        services.AddActivity<Erasure.DiffusionErasureProbeActivity>();
         services.AddActivity<Diffusion.DiffusionTrainToyActivity>();
         services.AddActivity<Diffusion.DiffusionLoadActivity>();
         services.AddActivity<Diffusion.DiffusionSampleActivity>();

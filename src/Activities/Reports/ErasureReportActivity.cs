@@ -44,11 +44,16 @@ public sealed class ErasureReportActivity : Activity<ErasureReportActivity.Input
             throw new ActivityException($"inputs.matrices: they probe different concepts ({string.Join(", ", concepts)}); one report per concept");
         }
         var rows = read.SelectMany(m => m["methods"]!.AsArray().Select(r => r!.AsObject())).ToList();
-        var merged = ErasureMatrix.Matrix(concepts[0], rows);
+        var modalities = read.Select(m => m["modality"]?.GetValue<string>() ?? "language").Distinct().ToList();
+        if (modalities.Count > 1)
+        {
+            throw new ActivityException("inputs.matrices: they mix language-model and diffusion batteries; one report per modality");
+        }
+        var merged = ErasureMatrix.Matrix(concepts[0], rows, modalities[0]);
         ErasureMatrix.Write(context.OutputFile("matrix"), merged);
         var heatmap = Heatmap(rows);
         File.WriteAllText(context.OutputFile("heatmap"), heatmap, new UTF8Encoding(false));
-        File.WriteAllText(context.OutputFile("report"), Html(input.Title, concepts[0], rows, heatmap), new UTF8Encoding(false));
+        File.WriteAllText(context.OutputFile("report"), Html(input.Title, concepts[0], rows, heatmap, modalities[0]), new UTF8Encoding(false));
         context.Log($"{rows.Count} methods: " + string.Join("; ", rows.Select(r => $"{r["method"]} {r["classification"]}")));
         return Task.CompletedTask;
     }
@@ -138,10 +143,61 @@ public sealed class ErasureReportActivity : Activity<ErasureReportActivity.Input
         return svg.Append("</svg>").ToString();
     }
 
+    /// <summary>The diffusion battery's curves: completion by hand-off, noise against its control, classifier guidance by scale, the dynamics, and what B′ draws instead.</summary>
+    private static StringBuilder DiffusionSections(StringBuilder html, IReadOnlyList<JsonObject> rows)
+    {
+        html.Append("<h2>Curves</h2><div class=\"charts\">");
+        void Curve(string probe, string key, string title, string xLabel)
+        {
+            var found = rows.Select(r => (Method(r), Probe(r, probe)?["details"]?[key]?.AsObject())).Where(p => p.Item2 is not null).ToList();
+            if (found.Count == 0)
+            {
+                return;
+            }
+            var xs = found[0].Item2!.Select(k => k.Key).ToList();
+            html.Append(Lines(title, xs, found.Select(h => (h.Item1, (IReadOnlyList<double?>)xs.Select(k => Num(h.Item2![k])).ToList())).ToList(), xLabel, 1));
+        }
+        Curve("completion", "accuracyByHandOff", "Completion: B runs k steps, B′ the rest", "concept accuracy");
+        Curve("classifier-guidance", "accuracyByScale", "Classifier guidance on B′ by scale", "concept accuracy");
+        var dynamics = rows.Select(r => (Method(r), r["dynamics"]?.AsArray())).Where(p => p.Item2 is { Count: > 0 }).ToList();
+        if (dynamics.Count > 0)
+        {
+            var steps = dynamics.SelectMany(d => d.Item2!.Select(p => p!["step"]!.GetValue<int>())).Distinct().Order().ToList();
+            IReadOnlyList<double?> At(JsonArray points, string key) => steps.Select(s => Num(points.FirstOrDefault(p => p!["step"]!.GetValue<int>() == s)?[key])).ToList();
+            var labels = steps.Select(s => s.ToString(CultureInfo.InvariantCulture)).ToList();
+            html.Append(Lines("Erasure dynamics: the concept when asked", labels, dynamics.Select(d => (d.Item1, At(d.Item2!, "concept"))).ToList(), "concept accuracy", 1));
+            html.Append(Lines("Erasure dynamics: the other concepts", labels, dynamics.Select(d => (d.Item1, At(d.Item2!, "others"))).ToList(), "their accuracy", 1));
+        }
+        html.Append("</div>");
+        var noise = rows.Select(r => (Method(r), Probe(r, "noise"), Probe(r, "noise-control"))).Where(p => p.Item2 is not null).ToList();
+        if (noise.Count > 0)
+        {
+            html.Append("<h2>Noise probe against its control</h2><table><tr><th>method</th><th>η &gt; 1 best of N</th><th>plain DDIM best of N</th><th>N</th></tr>");
+            foreach (var (m, p, c) in noise)
+            {
+                html.Append($"<tr><td>{E(m)}</td><td>{F(Num(p!["raw"]) ?? 0)}</td><td>{(c is null ? "" : F(Num(c["raw"]) ?? 0))}</td><td>{p!["n"]}</td></tr>");
+            }
+            html.Append("</table>");
+        }
+        var alternatives = rows.Select(r => (Method(r), Probe(r, "alternatives")?["details"])).Where(p => p.Item2?["shares"] is not null).ToList();
+        if (alternatives.Count > 0)
+        {
+            var names = alternatives[0].Item2!["shares"]!.AsObject().Select(k => k.Key).ToList();
+            html.Append("<h2>What B′ draws instead</h2><table><tr><th>method</th>").Append(string.Concat(names.Select(n => $"<th>{E(n)}</th>"))).Append("<th>entropy (bits)</th><th>top replacement</th></tr>");
+            foreach (var (m, d) in alternatives)
+            {
+                html.Append($"<tr><td>{E(m)}</td>").Append(string.Concat(names.Select(n => $"<td>{F(Num(d!["shares"]![n]) ?? 0)}</td>")))
+                    .Append($"<td>{F(Num(d!["entropyBits"]) ?? 0)}</td><td>{E(d["topReplacement"]?.GetValue<string>())}</td></tr>");
+            }
+            html.Append("</table><p><small>Shares of the scorer's top class on the concept's prompts. One dominant replacement suggests the prompt was redirected; spread shares a destroyed mode.</small></p>");
+        }
+        return html;
+    }
+
     private static JsonObject? Probe(JsonObject row, string name) => Probes(row).FirstOrDefault(p => Name(p) == name);
     private static string Method(JsonObject row) => row["method"]?.GetValue<string>() ?? "";
 
-    public static string Html(string title, string concept, IReadOnlyList<JsonObject> rows, string heatmap)
+    public static string Html(string title, string concept, IReadOnlyList<JsonObject> rows, string heatmap, string modality = "language")
     {
         var html = new StringBuilder();
         html.Append($"<!doctype html><html><head><meta charset=\"utf-8\"><title>{E(title)}</title><style>body{{font-family:sans-serif;margin:24px;max-width:1200px}}" +
@@ -155,8 +211,10 @@ public sealed class ErasureReportActivity : Activity<ErasureReportActivity.Input
             var cls = r["classification"]?.GetValue<string>() ?? "";
             html.Append($"<tr><td>{E(Method(r))}</td><td class=\"c-{E(cls.Replace(' ', '-'))}\">{E(cls)}</td><td>{E(r["reason"]?.GetValue<string>())}</td></tr>");
         }
-        html.Append($"</table><p><small>Rule: {E(ErasureMatrix.Rule)}</small></p>");
-        html.Append("<p><small>How to read it: <b>guidance-based</b> erasure changes what the model does when asked, but the concept's text is as likely as before and an attack (a prefill, B starting the answer, context, noise, a trained prompt, steering) brings it back. <b>Destruction-based</b> erasure lowers the concept's likelihood itself, and the attacks fail too. Relearning is shown but not counted: fine-tuning on half the facts brings back the other half after either kind in the literature.</small></p>");
+        html.Append($"</table><p><small>Rule: {E(modality == "diffusion" ? ErasureMatrix.DiffusionRule : ErasureMatrix.Rule)}</small></p>");
+        html.Append(modality == "diffusion"
+            ? "<p><small>How to read it: <b>guidance-based</b> erasure redirects the concept's prompt, but the concept's unconditional density survives, so inpainting from its context, B starting the trajectory, extra sampling noise or a noisy-image classifier's guidance bring it back. <b>Destruction-based</b> erasure lowers the density itself, and those probes fail too; expect more interference on the neighbouring concepts.</small></p>"
+            : "<p><small>How to read it: <b>guidance-based</b> erasure changes what the model does when asked, but the concept's text is as likely as before and an attack (a prefill, B starting the answer, context, noise, a trained prompt, steering) brings it back. <b>Destruction-based</b> erasure lowers the concept's likelihood itself, and the attacks fail too. Relearning is shown but not counted: fine-tuning on half the facts brings back the other half after either kind in the literature.</small></p>");
         html.Append("<h2>Methods × probes</h2>").Append(heatmap);
         html.Append("<table><tr><th>probe</th><th>measure</th>").Append(string.Concat(rows.Select(r => $"<th>{E(Method(r))}<br><small>raw (B) · N</small></th>"))).Append("</tr>");
         foreach (var name in rows.SelectMany(Probes).Select(Name).Distinct())
@@ -171,6 +229,10 @@ public sealed class ErasureReportActivity : Activity<ErasureReportActivity.Input
             html.Append("</tr>");
         }
         html.Append("</table>");
+        if (modality == "diffusion")
+        {
+            return DiffusionSections(html, rows).Append("</body></html>").ToString();
+        }
         html.Append("<h2>Curves</h2><div class=\"charts\">");
         var handoff = rows.Select(r => (Method(r), Probe(r, "handoff")?["details"]?["byK"]?.AsObject())).Where(p => p.Item2 is not null).ToList();
         if (handoff.Count > 0)
