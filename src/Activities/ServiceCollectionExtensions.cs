@@ -37,6 +37,9 @@ public static class ServiceCollectionExtensions
         services.AddActivity<Erasure.ErasureImportActivity>();
         services.AddActivity<Erasure.DiffusionErasureTrainActivity>();
         services.AddActivity<Erasure.DiffusionErasureProbeActivity>();
+        services.AddActivity<Diffusion.SliderTrainActivity>();
+        services.AddActivity<Diffusion.SliderDiscoverActivity>();
+        services.AddActivity<Diffusion.SliderApplyActivity>();
         services.AddActivity<Diffusion.DiffusionTrainToyActivity>();
         services.AddActivity<Diffusion.DiffusionLoadActivity>();
         services.AddActivity<Diffusion.DiffusionSampleActivity>();

@@ -139,51 +139,88 @@ public sealed class DiffusionErasureTests
     }
 
     [Fact]
+    public void EveryProbeScoresBPrimeEqualBAsB()
+    {
+        var world = new ToyWorld(16);
+        using var b = ToyDiffusionTrainer.Create(world, 5);
+        using var same = Distillation.Clone(b, b.SchedulerConfig, b.Extra);
+        using var scorer = new ToyScorer(16);
+        Pipelines.Models.Diffusion.DiffusionInit.Reset(scorer, 1);
+        using (no_grad())
+        {
+            // An untrained scorer that reads every image as red: B draws "red" at 1.0, so every score can be normalised.
+            scorer.colour_head.bias!.copy_(tensor(new float[] { 50, 0, 0, 0 }));
+        }
+        var settings = new DiffusionBatterySettings
+        {
+            Steps = 4, SeedsPerPrompt = 1, Completion = [1, 2], NoiseEtas = [1.0, 1.5], NoiseScales = [1.02], GuidanceScales = [5], ClassifierSteps = 3,
+            InversionSteps = 2, PrefixSteps = 2, Seed = 3,
+        };
+        var results = new DiffusionBattery(b, same, scorer, ToyConcept.Parse("red"), settings).Run(DiffusionBattery.AllProbes).ToList();
+        Assert.Equal(DiffusionBattery.AllProbes.Count, results.Count);
+        // Same weights, same seeds: each probe scores B′ exactly as B.
+        Assert.All(results, r => Assert.Equal(r.Base, r.Raw));
+        Assert.Equal(1.0, results.Single(r => r.Probe == "standard").Normalised);
+        Assert.All(results.Where(r => r.Normalised is not null), r => Assert.Equal(1.0, r.Normalised!.Value, 9));
+        Assert.Equal("not erased", ErasureMatrix.ClassifyDiffusion(results).Class);
+        Assert.Equal(12, results.Single(r => r.Probe == "interference").Items);
+        Assert.Equal(2, results.Single(r => r.Probe == "noise").N);
+    }
+
+    [Fact]
+    public void TheDiffusionRuleSeparatesGuidanceFromDestruction()
+    {
+        ProbeResult P(string name, double raw) => new(name, "f", "m", raw, 1.0, 0.25, 1, raw, raw, 8, new JsonObject());
+        Assert.Equal("guidance-based", ErasureMatrix.ClassifyDiffusion([P("standard", 0.25), P("completion", 0.9), P("noise", 0.3)]).Class);
+        Assert.Equal("destruction-based", ErasureMatrix.ClassifyDiffusion([P("standard", 0.25), P("completion", 0.3), P("inpainting", 0.4), P("textual-inversion", 0.3)]).Class);
+        Assert.Equal("mixed", ErasureMatrix.ClassifyDiffusion([P("standard", 0.25), P("completion", 0.3), P("adversarial-prefix", 0.9)]).Class);
+        Assert.Equal("not erased", ErasureMatrix.ClassifyDiffusion([P("standard", 0.95), P("completion", 0.3)]).Class);
+        Assert.Equal("unclassified", ErasureMatrix.ClassifyDiffusion([P("completion", 0.3)]).Class);
+    }
+
+    [Fact]
     [Trait("Tier", "Slow")]
-    public async Task ConceptErasureChainRunsAndBPrimeEqualBScoresAsB()
+    public async Task ConceptErasureChainRunsThroughTheEngine()
     {
         using var ws = new Workspace();
         var doc = JsonNode.Parse(File.ReadAllText(Path.Combine(Pipelines.Tests.Workflow.SchemaTests.RepoRoot(), "workflows", "concept-erasure.json")))!;
         var steps = doc["steps"]!.AsArray();
         JsonObject Inputs(string id) => steps.Single(s => s!["id"]!.GetValue<string>() == id)!["inputs"]!.AsObject();
-        Inputs("train")["scorerSteps"] = 400;
+        // The workflow as shipped, every step made tiny: the science is in the unit tests and the measured run.
+        Inputs("train")["scorerSteps"] = 2;
         Inputs("train")["evalSamples"] = 1;
-        // Keep B′ = B (with every probe, cheaply) and UCE; the trained methods have their own tests.
-        foreach (var id in new[] { "esdX", "esdU", "ga", "probeEsdX", "probeEsdU", "probeGa" })
+        foreach (var id in new[] { "esdX", "esdU", "ga" })
         {
-            steps.Remove(steps.Single(s => s!["id"]!.GetValue<string>() == id));
+            Inputs(id)["steps"] = 3;
+            Inputs(id)["batchSize"] = 2;
+            Inputs(id)["iterations"] = 2;
+            Inputs(id)["checkpointEvery"] = 1;
         }
-        foreach (var id in new[] { "probeBase", "probeUce" })
+        foreach (var id in new[] { "probeBase", "probeEsdX", "probeEsdU", "probeUce", "probeGa" })
         {
             var i = Inputs(id);
-            i["probes"] = new JsonArray(DiffusionBattery.AllProbes.Select(p => (JsonNode)p).ToArray());
-            i["inversionSteps"] = 4;
-            i["prefixSteps"] = 4;
-            i["classifierSteps"] = 20;
-            i["guidanceScales"] = new JsonArray(5, 20);
+            i["inversionSteps"] = 2;
+            i["prefixSteps"] = 2;
+            i["classifierSteps"] = 3;
+            i["guidanceScales"] = new JsonArray(5);
             i["etas"] = new JsonArray(1.0, 1.5);
             i["varianceScales"] = new JsonArray(1.0);
-            i["handOff"] = new JsonArray(1, 3);
+            i["handOff"] = new JsonArray(1);
         }
-        Inputs("report")["matrices"] = new JsonArray(new JsonObject { ["from"] = "probeBase.matrix" }, new JsonObject { ["from"] = "probeUce.matrix" });
-        var run = await ws.RunAsync(doc.ToJsonString(), new Dictionary<string, string> { ["steps"] = "200", ["seeds"] = "2", ["probeSteps"] = "8" });
+        var run = await ws.RunAsync(doc.ToJsonString(), new Dictionary<string, string> { ["steps"] = "2", ["seeds"] = "1", ["probeSteps"] = "3", ["iterations"] = "2" });
         Assert.True(run.Status == RunStatus.Succeeded, string.Join("; ", run.Steps.Select(s => s.Error)));
-        var matrix = JsonNode.Parse(File.ReadAllText(Path.Combine(ws.Store.ObjectPath(run.Steps.Single(s => s.StepId == "report").Outputs["matrix"].Digest))))!;
+        var report = run.Steps.Single(s => s.StepId == "report");
+        var matrix = JsonNode.Parse(File.ReadAllText(ws.Store.ObjectPath(report.Outputs["matrix"].Digest)))!;
         Assert.Equal("diffusion", matrix["modality"]!.GetValue<string>());
         Assert.Contains("guidance-based", matrix["rule"]!.GetValue<string>());
         var rows = matrix["methods"]!.AsArray();
-        var same = rows.Single(r => r!["method"]!.GetValue<string>().StartsWith("none"))!;
-        Assert.Equal("not erased", same["classification"]!.GetValue<string>());
-        var probes = same["probes"]!.AsArray();
-        Assert.Equal(DiffusionBattery.AllProbes.Count, probes.Count);
-        // B′ = B: every probe scores B′ exactly as B (same weights, same seeds), so every defined normalised score is 1.
-        Assert.All(probes, p => Assert.Equal(p!["base"]!.GetValue<double>(), p["raw"]!.GetValue<double>(), 9));
-        Assert.NotNull(probes.Single(p => p!["probe"]!.GetValue<string>() == "standard")!["normalised"]);
-        Assert.All(probes.Where(p => p!["normalised"] is not null), p => Assert.Equal(1.0, p!["normalised"]!.GetValue<double>(), 6));
-        var uce = rows.Single(r => r!["method"]!.GetValue<string>() == "uce")!;
-        Assert.Contains(uce["classification"]!.GetValue<string>(), new[] { "not erased", "guidance-based", "destruction-based", "mixed", "unclassified" });
-        var html = File.ReadAllText(ws.Store.ObjectPath(run.Steps.Single(s => s.StepId == "report").Outputs["report"].Digest));
+        Assert.Equal(["none (B′ = B)", "esd-x", "esd-u", "uce", "ga"], rows.Select(r => r!["method"]!.GetValue<string>()));
+        Assert.All(rows.Single(r => r!["method"]!.GetValue<string>().StartsWith("none"))!["probes"]!.AsArray(), p => Assert.Equal(p!["base"]!.GetValue<double>(), p["raw"]!.GetValue<double>()));
+        Assert.Equal(DiffusionBattery.AllProbes.Count, rows[1]!["probes"]!.AsArray().Count);
+        Assert.Equal(2, rows[1]!["dynamics"]!.AsArray().Count);
+        var html = File.ReadAllText(ws.Store.ObjectPath(report.Outputs["report"].Digest));
         Assert.Contains("What B′ draws instead", html);
         Assert.Contains("Noise probe against its control", html);
+        Assert.Contains("Erasure dynamics", html);
     }
 }
