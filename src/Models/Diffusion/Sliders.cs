@@ -187,6 +187,8 @@ public static class Sliders
         }
         var r = new Random((int)(o.Seed & 0x7FFFFFFF) + 11);
         var losses = new List<(int, double)>();
+        var window = 0.0;
+        var windowCount = 0;
         try
         {
             for (var it = 0; it < o.Iterations; it++)
@@ -218,10 +220,15 @@ public static class Sliders
                     total += loss.item<float>();
                 }
                 optimizer.step();
-                if (it % 10 == 0 || it == o.Iterations - 1)
+                window += total / Math.Min(o.PerIteration, o.Sliders);
+                windowCount++;
+                if ((it + 1) % 10 == 0 || it == o.Iterations - 1)
                 {
-                    losses.Add((it + 1, total / Math.Min(o.PerIteration, o.Sliders)));
-                    progress?.Invoke($"iteration {it + 1}, −cos {total / Math.Min(o.PerIteration, o.Sliders):F3}", (it + 1.0) / o.Iterations);
+                    // The mean over the last (up to) 10 iterations: one iteration's −cos depends on its random image and timestep.
+                    losses.Add((it + 1, window / windowCount));
+                    progress?.Invoke($"iteration {it + 1}, −cos {window / windowCount:F3}", (it + 1.0) / o.Iterations);
+                    window = 0;
+                    windowCount = 0;
                 }
             }
         }

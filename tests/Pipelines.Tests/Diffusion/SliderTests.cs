@@ -1,0 +1,99 @@
+using Pipelines.Models.Diffusion;
+using Pipelines.Models.Diffusion.Toy;
+using Pipelines.Models.Runtime;
+using Xunit;
+using static TorchSharp.torch;
+
+namespace Pipelines.Tests.Diffusion;
+
+/// <summary>Concept Sliders and SliderSpace: scale 0 is the model, training moves the slider, discovery aligns each slider with its component.</summary>
+public sealed class SliderTests
+{
+    static SliderTests() => TorchRuntime.EnsureLoaded();
+
+    [Fact]
+    public void ATrainedSliderAtScaleZeroLeavesTheModelUnchanged()
+    {
+        var world = new ToyWorld(16);
+        using var pipe = ToyDiffusionTrainer.Create(world, 7);
+        using var scope = NewDisposeScope();
+        using var g = new Generator(2);
+        var x = randn([2, 3, 16, 16], generator: g);
+        var ctx = pipe.EncodePrompts(["large red circle", "small red circle"]);
+        var t = tensor(400f);
+        var (slider, losses) = Sliders.Train(pipe, "red circle", "large red circle", "small red circle", "red circle",
+            new SliderOptions { Iterations = 3, BatchSize = 2, Steps = 4, LearningRate = 1e-2, Seed = 1 });
+        var plain = pipe.Unet.Forward(x, t, ctx);
+        using (slider)
+        {
+            Assert.Equal(2, losses.Count);
+            using var attached = slider.Attach();
+            slider.Multiplier = 0;
+            Assert.Equal(0f, (pipe.Unet.Forward(x, t, ctx) - plain).abs().max().item<float>());
+            slider.Multiplier = 1;
+            Assert.True((pipe.Unet.Forward(x, t, ctx) - plain).abs().max().item<float>() > 1e-6f);
+            slider.Multiplier = 2;
+            using var twice = pipe.Unet.Forward(x, t, ctx);
+            slider.Multiplier = 1;
+            Assert.True((twice - plain).abs().max().item<float>() > (pipe.Unet.Forward(x, t, ctx) - plain).abs().max().item<float>());
+        }
+        Assert.All(pipe.Unet.parameters(), p => Assert.False(p.requires_grad));
+    }
+
+    [Fact]
+    public void PcaReturnsUnitComponentsInVarianceOrder()
+    {
+        using var scope = NewDisposeScope();
+        using var g = new Generator(4);
+        // Planted: variance 9 along e0, 1 along e1, little elsewhere.
+        var x = randn([400, 5], generator: g) * tensor(new float[] { 3, 1, 0.1f, 0.1f, 0.1f });
+        var (components, explained) = Sliders.Pca(x, 2);
+        Assert.True(Math.Abs(components[0, 0].item<float>()) > 0.99f);
+        Assert.True(Math.Abs(components[1, 1].item<float>()) > 0.99f);
+        Assert.True(explained[0] > 0.8 && explained[1] > 0.05 && explained[0] > explained[1]);
+        Assert.True((components.norm(1) - 1).abs().max().item<float>() < 1e-5f);
+    }
+
+    [Fact]
+    public void SliderSpaceReturnsOneFrozenRankOneSliderPerComponent()
+    {
+        var world = new ToyWorld(16);
+        using var pipe = ToyDiffusionTrainer.Create(world, 8);
+        using var scorer = new ToyScorer(16);
+        Pipelines.Models.Diffusion.DiffusionInit.Reset(scorer, 3);
+        using var scope = NewDisposeScope();
+        using var g = new Generator(2);
+        var x = randn([1, 3, 16, 16], generator: g);
+        var ctx = pipe.EncodePrompts(["red circle"]);
+        var result = Sliders.Discover(pipe, scorer, "red circle", new SliderSpaceOptions { Samples = 12, Sliders = 3, Iterations = 12, LearningRate = 2e-2, SampleSteps = 3, Seed = 1 });
+        try
+        {
+            Assert.Equal(3, result.Sliders.Count);
+            Assert.Equal([3L, 64L], result.Components.shape);
+            Assert.True((result.Components.norm(1) - 1).abs().max().item<float>() < 1e-5f);
+            Assert.True(result.Explained.Zip(result.Explained.Skip(1)).All(p => p.First >= p.Second));
+            Assert.Equal([10, 12], result.Losses.Select(l => l.Step));
+            foreach (var slider in result.Sliders)
+            {
+                Assert.Equal("attn2-kv", slider.Target);
+                Assert.Equal(1, slider.Rank);
+                Assert.All(slider.parameters(), p => Assert.False(p.requires_grad));
+            }
+            // Detached after discovery: the UNet is the base model again.
+            using var noGrad = no_grad();
+            var plain = pipe.Unet.Forward(x, tensor(300f), ctx);
+            using (result.Sliders[0].Attach())
+            {
+                result.Sliders[0].Multiplier = 0;
+                Assert.Equal(0f, (pipe.Unet.Forward(x, tensor(300f), ctx) - plain).abs().max().item<float>());
+                result.Sliders[0].Multiplier = 1;
+                Assert.True((pipe.Unet.Forward(x, tensor(300f), ctx) - plain).abs().max().item<float>() > 1e-6f);
+            }
+        }
+        finally
+        {
+            result.Sliders.ToList().ForEach(s => s.Dispose());
+            result.Components.Dispose();
+        }
+    }
+}
