@@ -97,3 +97,43 @@ public sealed class SliderTests
         }
     }
 }
+
+/// <summary>sliderspace.json through the engine, every step made tiny.</summary>
+public sealed class SliderWorkflowTests
+{
+    static SliderWorkflowTests() => TorchRuntime.EnsureLoaded();
+
+    [Fact]
+    [Trait("Tier", "Slow")]
+    public async Task SliderSpaceChainRunsThroughTheEngine()
+    {
+        using var ws = new Workspace();
+        var doc = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(Pipelines.Tests.Workflow.SchemaTests.RepoRoot(), "workflows", "sliderspace.json")))!;
+        var steps = doc["steps"]!.AsArray();
+        System.Text.Json.Nodes.JsonObject Inputs(string id) => steps.Single(s => s!["id"]!.GetValue<string>() == id)!["inputs"]!.AsObject();
+        Inputs("train")["scorerSteps"] = 2;
+        Inputs("train")["evalSamples"] = 1;
+        Inputs("discover")["samples"] = 8;
+        Inputs("discover")["evalSeeds"] = 2;
+        Inputs("size")["iterations"] = 2;
+        Inputs("distill")["trajectories"] = 2;
+        Inputs("distill")["teacherSubsteps"] = 2;
+        foreach (var id in new[] { "onBase", "onStudent", "sizeOnBase", "sizeOnStudent" })
+        {
+            Inputs(id)["seeds"] = 1;
+            Inputs(id)["scales"] = new System.Text.Json.Nodes.JsonArray(-1, 0, 1);
+        }
+        var run = await ws.RunAsync(doc.ToJsonString(), new Dictionary<string, string> { ["steps"] = "2", ["sliders"] = "2", ["iterations"] = "2", ["distillSteps"] = "2" });
+        Assert.True(run.Status == Pipelines.Engine.Ledger.RunStatus.Succeeded, string.Join("; ", run.Steps.Select(s => s.Error)));
+        string Output(string step, string port) => ws.Store.ObjectPath(run.Steps.Single(s => s.StepId == step).Outputs[port].Digest);
+        var metrics = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Output("discover", "metrics")))!;
+        Assert.Equal(2, metrics["alignment"]!.AsArray().Count);
+        Assert.Equal(2, metrics["pairwiseCosine"]![0]!.AsArray().Count);
+        Assert.True(File.Exists(Path.Combine(Output("discover", "sliders"), "slider-01", "slider.safetensors")));
+        var table = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Output("onStudent", "table")))!;
+        Assert.Equal(["slider-00", "slider-01"], table["sliders"]!.AsObject().Select(k => k.Key));
+        Assert.NotNull(table["sliders"]!["slider-00"]!["readings"]!["1"]!["featureChange"]);
+        Assert.Equal(0.0, table["sliders"]!["slider-00"]!["readings"]!["0"]!["featureChange"]!.GetValue<double>());
+        Assert.True(new FileInfo(Output("sizeOnBase", "grid")).Length > 100);
+    }
+}
