@@ -206,6 +206,11 @@ public sealed class DiffusionErasureTests
             i["etas"] = new JsonArray(1.0, 1.5);
             i["varianceScales"] = new JsonArray(1.0);
             i["handOff"] = new JsonArray(1);
+            if (id is "probeEsdU" or "probeUce" or "probeGa")
+            {
+                // ESD-x runs the whole battery; the others only what the matrix and report need to merge their rows.
+                i["probes"] = new JsonArray("standard", "completion");
+            }
         }
         var run = await ws.RunAsync(doc.ToJsonString(), new Dictionary<string, string> { ["steps"] = "2", ["seeds"] = "1", ["probeSteps"] = "3", ["iterations"] = "2" });
         Assert.True(run.Status == RunStatus.Succeeded, string.Join("; ", run.Steps.Select(s => s.Error)));
