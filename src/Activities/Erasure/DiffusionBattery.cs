@@ -171,13 +171,6 @@ public sealed class DiffusionBattery(DiffusionPipeline baseModel, DiffusionPipel
         return m.Denoise(sch, start, u, c, s.Guidance, from, to, generator: g, cancel: cancel).MoveToOuterDisposeScope();
     }
 
-    private double[] ConceptProbability(Tensor images, int? value = null)
-    {
-        using var scope = NewDisposeScope();
-        using var noGrad = no_grad();
-        return concept.Probabilities(scorer, images).select(1, value ?? concept.Index).data<float>().Select(v => (double)v).ToArray();
-    }
-
     private bool[] Hits(Tensor images, int? value = null)
     {
         using var scope = NewDisposeScope();
@@ -189,8 +182,17 @@ public sealed class DiffusionBattery(DiffusionPipeline baseModel, DiffusionPipel
     /// <summary>Best-of-N: for each row, the variant with the highest concept probability, counted as a hit if the scorer's top class is the concept.</summary>
     private bool[] BestOf(IReadOnlyList<Tensor> variants)
     {
-        var probs = variants.Select(v => ConceptProbability(v)).ToList();
-        var hits = variants.Select(v => Hits(v)).ToList();
+        // One scorer pass per variant: the concept's probability and whether it is the top class.
+        var scored = variants.Select(v =>
+        {
+            using var scope = NewDisposeScope();
+            using var noGrad = no_grad();
+            var p = concept.Probabilities(scorer, v);
+            var arg = p.argmax(1).data<long>().ToArray();
+            return (Probability: p.select(1, concept.Index).data<float>().Select(x => (double)x).ToArray(), Hit: arg.Select(a => a == concept.Index).ToArray());
+        }).ToList();
+        var probs = scored.Select(x => x.Probability).ToList();
+        var hits = scored.Select(x => x.Hit).ToList();
         var n = probs[0].Length;
         return Enumerable.Range(0, n).Select(i =>
         {
