@@ -41,6 +41,18 @@ public static class Program
         {
             return CausalBench.Run(args.Skip(1).ToArray());
         }
+        if (args.FirstOrDefault() == "device")
+        {
+            return DeviceBench.Run(args.Skip(1).ToArray());
+        }
+        if (args.FirstOrDefault() == "performance")
+        {
+            return PerformanceBench.Run(args.Skip(1).ToArray());
+        }
+        if (args.FirstOrDefault() == "diffusion-erasure")
+        {
+            return DiffusionErasureBench.Run(args.Skip(1).ToArray());
+        }
         if (args.FirstOrDefault() == "diffusion")
         {
             return DiffusionBench.Run(args.Skip(1).ToArray());

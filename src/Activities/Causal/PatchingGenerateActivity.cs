@@ -48,11 +48,14 @@ public sealed class PatchingGenerateActivity : Activity<PatchingGenerateActivity
 
         [Input("Seed of the sampling")]
         public long Seed { get; init; }
+
+        [Input("Compute dtype of the model's passes: float32, or bf16 (the CPU's bf16 matrix instructions or the GPU's tensor cores; norms and softmax stay float32, scores accumulate in float32)")]
+        public ComputeDtype Dtype { get; init; } = ComputeDtype.Float32;
     }
 
     protected override Task ExecuteAsync(Input input, ActivityContext context)
     {
-        using var lease = ModelCache.Shared.Acquire(input.Model, context.CancellationToken);
+        using var lease = ModelCache.Shared.Acquire(input.Model, context.CancellationToken, input.Dtype);
         var (model, tokenizer) = lease;
         if (input.Hook == PatchHook.Z)
         {

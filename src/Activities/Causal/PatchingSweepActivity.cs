@@ -37,6 +37,9 @@ public sealed class PatchingSweepActivity : Activity<PatchingSweepActivity.Input
 
         [Input("Use at most this many pairs (0: all)", Minimum = 0)]
         public int Limit { get; init; } = 64;
+
+        [Input("Compute dtype of the model's passes: float32, or bf16 (the CPU's bf16 matrix instructions or the GPU's tensor cores; norms and softmax stay float32, scores accumulate in float32)")]
+        public ComputeDtype Dtype { get; init; } = ComputeDtype.Float32;
     }
 
     public sealed class Validator : AbstractValidator<Input>
@@ -50,7 +53,7 @@ public sealed class PatchingSweepActivity : Activity<PatchingSweepActivity.Input
 
     protected override Task ExecuteAsync(Input input, ActivityContext context)
     {
-        using var lease = ModelCache.Shared.Acquire(input.Model, context.CancellationToken);
+        using var lease = ModelCache.Shared.Acquire(input.Model, context.CancellationToken, input.Dtype);
         var (model, tokenizer) = lease;
         var layers = CausalInputs.Layers(input.Layers, model.Config.NLayers);
         using var batch = CounterfactualBatch.FromRows(Jsonl.Read(input.Dataset.Path, "dataset", context), tokenizer, model.Config, input.Limit);

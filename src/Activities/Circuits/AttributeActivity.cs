@@ -46,6 +46,12 @@ public sealed class AttributeActivity : Activity<AttributeActivity.Input>
 
         [Input("Position-aware scores (PEAP, with eap): spans (the rows' schema application from schema.generate) or positions (one span per token; equal-length rows)")]
         public PositionalMode Positional { get; init; } = PositionalMode.None;
+
+        [Input("Compute dtype of the model's passes: float32, or bf16 (the CPU's bf16 matrix instructions or the GPU's tensor cores; norms and softmax stay float32, scores accumulate in float32)")]
+        public ComputeDtype Dtype { get; init; } = ComputeDtype.Float32;
+
+        [Input("Memory budget for one batch, such as 4GiB or 512MiB (empty: off). The batch size becomes the largest, up to batchSize, whose estimated peak fits; the estimate and the chosen size are logged")]
+        public string MaxMemory { get; init; } = "";
     }
 
     /// <summary>EAP-IG-inputs and clean-corrupted interpolate towards the counterfactual input.</summary>
@@ -65,7 +71,7 @@ public sealed class AttributeActivity : Activity<AttributeActivity.Input>
 
     protected override Task ExecuteAsync(Input input, ActivityContext context)
     {
-        using var lease = ModelCache.Shared.Acquire(input.Model, context.CancellationToken);
+        using var lease = ModelCache.Shared.Acquire(input.Model, context.CancellationToken, input.Dtype);
         var (model, tokenizer) = lease;
         {
             using var batch = CounterfactualBatch.FromRows(Jsonl.Read(input.Dataset.Path, "dataset", context), tokenizer, model.Config, input.Limit);
@@ -76,9 +82,25 @@ public sealed class AttributeActivity : Activity<AttributeActivity.Input>
                 Positional(input, context, model, graph, batch);
                 return Task.CompletedTask;
             }
-            var ablation = Ablation.Prepare(input.Ablation, new CircuitRun(model, graph), batch, input.BatchSize);
+            var batchSize = input.BatchSize;
+            long? budget;
+            try
+            {
+                budget = AttributionMemory.Parse(input.MaxMemory);
+            }
+            catch (FormatException e)
+            {
+                throw new ActivityException($"inputs.maxMemory: {e.Message}");
+            }
+            if (budget is { } bytes)
+            {
+                var perExample = AttributionMemory.PerExample(model.Config, batch.Clean.shape[1], graph.NForward, input.Dtype == ComputeDtype.Bf16 ? 2 : 4);
+                batchSize = AttributionMemory.BatchSize(bytes, perExample, input.BatchSize);
+                context.Log($"memory budget {bytes / 1048576.0:F0} MiB, about {perExample / 1048576.0:F1} MiB per pair at {batch.Clean.shape[1]} tokens: batch size {batchSize}");
+            }
+            var ablation = Ablation.Prepare(input.Ablation, new CircuitRun(model, graph), batch, batchSize);
             using var total = zeros(graph.NForward, graph.NBackward);
-            foreach (var (start, n) in batch.Batches(input.BatchSize, context.CancellationToken))
+            foreach (var (start, n) in batch.Batches(batchSize, context.CancellationToken))
             {
                 using var scope = NewDisposeScope();
                 var (clean, corrupted, mask, perExample) = batch.Slice(start, n);

@@ -55,6 +55,7 @@ public sealed class FusedAttribution(HookedTransformer model, ComputationGraph g
         using var scope = NewDisposeScope();
         var cfg = model.Config;
         var wide = Norm.Wide(model.W_E.dtype);
+        var store = model.W_E.dtype == ScalarType.BFloat16 ? ScalarType.BFloat16 : wide;
         var star = new Captured(graph.Layers);
         using (no_grad())
         {
@@ -81,14 +82,27 @@ public sealed class FusedAttribution(HookedTransformer model, ComputationGraph g
             }
             using var capture = new GradientCapture(model, names);
             var removers = new List<IDisposable>();
-            // The first norm's statistics, for its Jacobian: forward values only (no retained gradients).
+            // The first norm's statistics, for its Jacobian: forward values only (no retained gradients), recomputed
+            // from the norm's input with the norm's own arithmetic, so the norm itself keeps libtorch's fused kernel.
             var normalized = new Tensor?[graph.Layers];
             var scales = new Tensor?[graph.Layers];
             for (var l = 0; l < graph.Layers; l++)
             {
                 var layer = l;
-                removers.Add(model.Hook(HookNames.Ln1Normalized(l)).Add((x, _) => { normalized[layer] = x.detach().DetachFromDisposeScope(); return null; }));
-                removers.Add(model.Hook(HookNames.Ln1Scale(l)).Add((x, _) => { scales[layer] = x.detach().DetachFromDisposeScope(); return null; }));
+                removers.Add(model.Hook(HookNames.AttnIn(l)).Add((x, _) =>
+                {
+                    using var statistics = NewDisposeScope();
+                    using var noGrad = no_grad();
+                    var h = x.detach().to(wide);
+                    if (model.blocks[layer].ln1.Kind == NormKind.LayerNorm)
+                    {
+                        h = h - h.mean([-1L], keepdim: true);
+                    }
+                    var scale = h.square().mean([-1L], keepdim: true).add(Scalars.Of(cfg.NormEps)).sqrt();
+                    normalized[layer] = (h / scale).DetachFromDisposeScope();
+                    scales[layer] = scale.DetachFromDisposeScope();
+                    return null;
+                }));
             }
             if (alpha == 1.0)
             {
@@ -122,7 +136,9 @@ public sealed class FusedAttribution(HookedTransformer model, ComputationGraph g
                     delta[first..(first + graph.Heads)] = einsum("bthe,hed->hbtd", dz, model.blocks[l].attn.W_O.detach().to(wide));
                     delta[graph.MlpIndex(l)] = (star.Mlp[l]! - cleanValues.Mlp[l]!).to(wide);
                 }
-                flat = delta.view(graph.NForward, -1).MoveToOuterDisposeScope();
+                // A bf16 model keeps Δ in bf16 (half the memory, the CPU's bf16 GEMMs); every product is added to
+                // the float32 scores.
+                flat = delta.view(graph.NForward, -1).to(store).MoveToOuterDisposeScope();
                 deltaSums = delta.sum([-1L]).view(graph.NForward, -1).MoveToOuterDisposeScope();
             }
             var post = capture.GradOrZero(HookNames.ResidPost(graph.Layers - 1)).detach().to(wide).reshape(-1);
@@ -139,7 +155,7 @@ public sealed class FusedAttribution(HookedTransformer model, ComputationGraph g
             }
         }
         // The terms linear in the runs' gradients: one GEMM per layer over the sums.
-        scores[.., graph.LogitsIndex] += matmul(flat!, logitsGrad!);
+        scores[.., graph.LogitsIndex] += matmul(flat!, logitsGrad!.to(store)).to(wide);
         for (var l = 0; l < graph.Layers; l++)
         {
             using var layerScope = NewDisposeScope();
@@ -151,7 +167,7 @@ public sealed class FusedAttribution(HookedTransformer model, ComputationGraph g
             var projections = Projections(l).ToList();
             var tilde = projections.Select(p => p.Weight.detach().to(wide) * w.view(1, -1, 1)).ToList(); // W̃ = w⊙W [H,d,dh]
             var y = cat(tilde.Select((wt, i) => einsum("bthe,hde->hbtd", grads[i], wt)).ToList(), 0).view(3 * graph.Heads, -1); // [3H, B·T·d]
-            var block = matmul(flat![..prev], y.t());
+            var block = matmul(flat![..prev], y.t().to(store)).to(wide);
             if (norm.Kind == NormKind.LayerNorm)
             {
                 var c1 = cat(tilde.Select((wt, i) => einsum("bthe,he->hbt", grads[i], wt.sum(1))).ToList(), 0).view(3 * graph.Heads, -1).div(Scalars.Of(cfg.DModel));
@@ -159,7 +175,7 @@ public sealed class FusedAttribution(HookedTransformer model, ComputationGraph g
             }
             scores[..prev, first..(first + 3 * graph.Heads)] += block;
             var mlp = graph.MlpInputIndex(l);
-            scores[..graph.PrevIndex(mlp), mlp] += matmul(flat[..graph.PrevIndex(mlp)], mlpGrad);
+            scores[..graph.PrevIndex(mlp), mlp] += matmul(flat[..graph.PrevIndex(mlp)], mlpGrad.to(store)).to(wide);
             grads.Dispose();
             mlpGrad.Dispose();
         }
@@ -203,7 +219,7 @@ public sealed class FusedAttribution(HookedTransformer model, ComputationGraph g
         var first = graph.HeadInputIndex(l, 0, 'q');
         var prev = graph.PrevIndex(first);
         // The x̂ term changes with every run's x̂: scored here. The others are linear in g/s and summed over runs.
-        var deltaDotX = einsum("fbtd,btd->fbt", flat[..prev].view(prev, xh.shape[0], xh.shape[1], d), xh).reshape(prev, -1); // [prev, B·T]
+        var deltaDotX = einsum("fbtd,btd->fbt", flat[..prev].view(prev, xh.shape[0], xh.shape[1], d), xh.to(flat.dtype)).to(wide).reshape(prev, -1); // [prev, B·T]
         scores[..prev, first..(first + heads)] -= matmul(deltaDotX, cat(c2, 0).view(heads, -1).t());
         var gm = capture.GradOrZero(HookNames.MlpIn(l)).detach().to(wide).reshape(-1);
         return (stack(grads), gm);
@@ -216,29 +232,30 @@ public sealed class FusedAttribution(HookedTransformer model, ComputationGraph g
         yield return ("k", attn.W_K, attn.b_K);
         yield return ("v", attn.W_V, attn.b_V);
     }
-    /// <summary>Turns off requires_grad on every parameter while alive, and restores it.</summary>
-    private sealed class FrozenWeights : IDisposable
-    {
-        private readonly List<TorchSharp.Modules.Parameter> _frozen = [];
+}
 
-        public FrozenWeights(HookedTransformer model)
+/// <summary>Turns off requires_grad on every parameter while alive, and restores it.</summary>
+public sealed class FrozenWeights : IDisposable
+{
+    private readonly List<TorchSharp.Modules.Parameter> _frozen = [];
+
+    public FrozenWeights(HookedTransformer model)
+    {
+        foreach (var p in model.parameters())
         {
-            foreach (var p in model.parameters())
+            if (p.requires_grad)
             {
-                if (p.requires_grad)
-                {
-                    p.requires_grad_(false);
-                    _frozen.Add(p);
-                }
+                p.requires_grad_(false);
+                _frozen.Add(p);
             }
         }
+    }
 
-        public void Dispose()
+    public void Dispose()
+    {
+        foreach (var p in _frozen)
         {
-            foreach (var p in _frozen)
-            {
-                p.requires_grad_(true);
-            }
+            p.requires_grad_(true);
         }
     }
 }

@@ -5,6 +5,17 @@ using Pipelines.Models.Transformer;
 
 namespace Pipelines.Activities.Model;
 
+/// <summary>
+/// The dtype a step runs its model's forward and backward passes in. bf16 runs the matrix products on the CPU's bf16
+/// instructions (where it has them) or the GPU's tensor cores; norms and softmax still compute in float32, and
+/// attribution accumulates its scores in float32.
+/// </summary>
+public enum ComputeDtype
+{
+    Float32,
+    Bf16,
+}
+
 /// <summary>Opening Model artifacts (HF checkpoint directories in the store) with clear errors.</summary>
 public static class ModelArtifacts
 {
@@ -15,12 +26,16 @@ public static class ModelArtifacts
         "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt",
     ];
 
-    public static (HookedTransformer Model, ITextTokenizer Tokenizer) Open(Artifact model)
+    public static (HookedTransformer Model, ITextTokenizer Tokenizer) Open(Artifact model, ComputeDtype dtype = ComputeDtype.Float32)
     {
         try
         {
             var device = Pipelines.Models.Runtime.TorchRuntime.ComputeDevice;
-            var loaded = Checkpoint.Load(model.Path, new LoadOptions { Device = device.type == TorchSharp.DeviceType.CPU ? null : device });
+            var loaded = Checkpoint.Load(model.Path, new LoadOptions
+            {
+                Device = device.type == TorchSharp.DeviceType.CPU ? null : device,
+                DType = dtype == ComputeDtype.Bf16 ? TorchSharp.torch.ScalarType.BFloat16 : TorchSharp.torch.ScalarType.Float32,
+            });
             ITextTokenizer? tokenizer;
             try
             {

@@ -47,27 +47,27 @@ public sealed class ModelCache
     /// Lends the model of an artifact, loading it on first use and waiting while another step holds it. An artifact
     /// without a digest (a scratch copy being checked) is loaded privately and disposed with the lease.
     /// </summary>
-    public ModelLease Acquire(Artifact artifact, CancellationToken ct = default)
+    public ModelLease Acquire(Artifact artifact, CancellationToken ct = default, ComputeDtype dtype = ComputeDtype.Float32)
     {
         if (artifact.Digest.Length == 0)
         {
-            var (model, tokenizer) = ModelArtifacts.Open(artifact);
+            var (model, tokenizer) = ModelArtifacts.Open(artifact, dtype);
             return new ModelLease(model, tokenizer, () => model.Dispose());
         }
         Entry? entry;
         lock (_gate)
         {
-            if (_entries.TryGetValue(artifact.Digest, out entry))
+            if (_entries.TryGetValue(Key(artifact, dtype), out entry))
             {
                 entry.Leases++;
             }
         }
         if (entry is null)
         {
-            var (model, tokenizer) = ModelArtifacts.Open(artifact); // outside the gate: loading can take minutes
+            var (model, tokenizer) = ModelArtifacts.Open(artifact, dtype); // outside the gate: loading can take minutes
             lock (_gate)
             {
-                if (_entries.TryGetValue(artifact.Digest, out var raced))
+                if (_entries.TryGetValue(Key(artifact, dtype), out var raced))
                 {
                     model.Dispose();
                     entry = raced;
@@ -75,7 +75,7 @@ public sealed class ModelCache
                 else
                 {
                     entry = new Entry(model, tokenizer);
-                    _entries[artifact.Digest] = entry;
+                    _entries[Key(artifact, dtype)] = entry;
                 }
                 entry.Leases++;
             }
@@ -91,6 +91,9 @@ public sealed class ModelCache
         }
         return new ModelLease(entry.Model, entry.Tokenizer, () => Release(entry, locked: true));
     }
+
+    /// <summary>A model in another compute dtype is another instance (its weights are converted at load).</summary>
+    private static string Key(Artifact artifact, ComputeDtype dtype) => dtype == ComputeDtype.Float32 ? artifact.Digest : $"{artifact.Digest}|{dtype}";
 
     private void Release(Entry entry, bool locked)
     {

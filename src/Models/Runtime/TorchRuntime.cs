@@ -53,12 +53,26 @@ public static partial class TorchRuntime
         }
     }
 
-    /// <summary>The libtorch backend this build links: "cpu" (TorchSharp-cpu) or "cuda" (-p:TorchBackend=cuda).</summary>
+    /// <summary>
+    /// The libtorch backend: "cuda" for a -p:TorchBackend=cuda build, or for any build whose libtorch comes from an
+    /// installed PyTorch with CUDA (LD_LIBRARY_PATH names a folder holding libtorch_cuda.so, and the CPU natives are not
+    /// beside the program: scripts/device-check.sh publishes that way); else "cpu" (TorchSharp-cpu).
+    /// </summary>
 #if TORCH_CUDA
     public static string Backend { get; } = "cuda";
 #else
-    public static string Backend { get; } = "cpu";
+    public static string Backend { get; } = ExternalCudaLibtorch() ? "cuda" : "cpu";
 #endif
+
+    private static bool ExternalCudaLibtorch()
+    {
+        if (!OperatingSystem.IsLinux() || File.Exists(Path.Combine(AppContext.BaseDirectory, "libtorch_cpu.so")))
+        {
+            return false;
+        }
+        return (Environment.GetEnvironmentVariable("LD_LIBRARY_PATH") ?? "").Split(':', StringSplitOptions.RemoveEmptyEntries)
+            .Any(d => File.Exists(Path.Combine(d, "libtorch_cuda.so")));
+    }
 
     private static torch.Device? _compute;
 

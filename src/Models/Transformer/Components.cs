@@ -33,6 +33,12 @@ public sealed class Norm : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor x)
     {
         var dtype = x.dtype;
+        if (_cfg.Norm == NormKind.LayerNorm && !hook_scale.HasHooks && !hook_normalized.HasHooks && Wide(dtype) == dtype)
+        {
+            // Nothing reads the statistics: libtorch's fused kernel (one pass forward, one backward node), the same
+            // arithmetic as below to float rounding (biased variance, eps inside the square root).
+            return F.layer_norm(x, [_cfg.DModel], w, b, _cfg.NormEps);
+        }
         var h = x.to(Wide(dtype));
         if (_cfg.Norm == NormKind.LayerNorm)
         {
@@ -88,7 +94,7 @@ public sealed class Attention : nn.Module
     /// <paramref name="qIn"/>, <paramref name="kIn"/>, <paramref name="vIn"/>: the normalized residual each reads, either
     /// [B,T,d] shared by all heads or [B,T,H,d] per head (split inputs, for path patching and attribution).
     /// </summary>
-    public Tensor Forward(Tensor qIn, Tensor kIn, Tensor vIn, Tensor positions, Tensor keyMask, LayerKv? cache, bool useResult)
+    public Tensor Forward(Tensor qIn, Tensor kIn, Tensor vIn, Tensor positions, Tensor? keyMask, LayerKv? cache, bool useResult)
     {
         var q = hook_q.call(Project(qIn, Weight("W_Q", W_Q), b_Q, perHead: qIn.dim() == 4));
         var k = hook_k.call(Project(kIn, Weight("W_K", W_K), b_K, perHead: kIn.dim() == 4));
@@ -109,14 +115,28 @@ public sealed class Attention : nn.Module
             v = v.repeat_interleave(group, dim: 2);
         }
         long t = q.shape[1], s = k.shape[1];
-        // Batched matmuls over views rather than einsum: no weight or activation permute copies on the hot path.
-        var scores = matmul(q.transpose(1, 2), k.permute(0, 2, 3, 1)).div(Scalars.Of(Math.Sqrt(_cfg.HeadDim)));
         // Causal over absolute positions: query i (at s - t + i) sees keys 0..s - t + i; padded keys are masked.
-        var causal = ones(t, s, dtype: ScalarType.Bool, device: q.device).tril(s - t);
-        var allowed = causal.unsqueeze(0).unsqueeze(0).logical_and(keyMask.to(ScalarType.Bool).unsqueeze(1).unsqueeze(1));
-        scores = hook_attn_scores.call(scores.masked_fill(allowed.logical_not(), Scalars.Of(-1e9)));
-        var pattern = hook_pattern.call(F.softmax(scores.to(Norm.Wide(q.dtype)), -1).to(q.dtype));
-        var z = hook_z.call(matmul(pattern, v.transpose(1, 2)).transpose(1, 2));
+        Tensor Allowed() => ones(t, s, dtype: ScalarType.Bool, device: q.device).tril(s - t).unsqueeze(0).unsqueeze(0)
+            .logical_and(keyMask!.to(ScalarType.Bool).unsqueeze(1).unsqueeze(1));
+        Tensor z;
+        if (!hook_attn_scores.HasHooks && !hook_pattern.HasHooks && Norm.Wide(q.dtype) == q.dtype)
+        {
+            // Nobody reads the scores or the pattern: libtorch's fused attention (no [B,H,T,S] tensors kept for
+            // backward). keyMask null means every key is real and t == s, so plain causal attention. Otherwise the
+            // same −1e9 additive mask as below, so a query with no visible key gets the same uniform weights.
+            var mask = keyMask is null ? null : zeros(keyMask.shape[0], 1, t, s, dtype: q.dtype, device: q.device).masked_fill(Allowed().logical_not(), Scalars.Of(-1e9));
+            z = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask: mask, is_casual: keyMask is null);
+            z = hook_z.call(z.transpose(1, 2));
+        }
+        else
+        {
+            // Batched matmuls over views rather than einsum: no weight or activation permute copies on the hot path.
+            var scores = matmul(q.transpose(1, 2), k.permute(0, 2, 3, 1)).div(Scalars.Of(Math.Sqrt(_cfg.HeadDim)));
+            var allowed = keyMask is null ? ones(t, s, dtype: ScalarType.Bool, device: q.device).tril(s - t).unsqueeze(0).unsqueeze(0) : Allowed();
+            scores = hook_attn_scores.call(scores.masked_fill(allowed.logical_not(), Scalars.Of(-1e9)));
+            var pattern = hook_pattern.call(F.softmax(scores.to(Norm.Wide(q.dtype)), -1).to(q.dtype));
+            z = hook_z.call(matmul(pattern, v.transpose(1, 2)).transpose(1, 2));
+        }
         Tensor output;
         var wO = Weight("W_O", W_O);
         if (useResult)
@@ -232,7 +252,8 @@ public sealed class Mlp : nn.Module<Tensor, Tensor>
 
     private Tensor Act(Tensor x) => _cfg.Act switch
     {
-        Activation.GeluNew => x.mul(Scalars.Of(0.5)) * x.add(x.pow(Scalars.Of(3.0)).mul(Scalars.Of(0.044715))).mul(Scalars.Of(Math.Sqrt(2.0 / Math.PI))).tanh().add(Scalars.Of(1.0)),
+        // gelu_new is GELU's tanh approximation: libtorch's fused kernel computes the same formula in one pass.
+        Activation.GeluNew => F.gelu(x, TorchSharp.Modules.GELU.Approximate.tanh),
         Activation.Gelu => F.gelu(x),
         Activation.Silu => F.silu(x),
         _ => F.relu(x),

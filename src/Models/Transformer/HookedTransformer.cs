@@ -29,7 +29,7 @@ public sealed class TransformerBlock : nn.Module
         RegisterComponents();
     }
 
-    public Tensor Forward(Tensor resid, Tensor positions, Tensor keyMask, LayerKv? cache, ForwardOptions options)
+    public Tensor Forward(Tensor resid, Tensor positions, Tensor? keyMask, LayerKv? cache, ForwardOptions options)
     {
         var residPre = hook_resid_pre.call(resid);
         Tensor qIn, kIn, vIn;
@@ -184,9 +184,11 @@ public sealed class HookedTransformer : nn.Module
             }
             resid = resid + hook_pos_embed.call(W_pos.index_select(0, positions.flatten()).view(b, t, -1));
         }
+        // No mask and no cache: every key is real and queries and keys are the same positions (plain causal attention).
+        var dense = attentionMask is null && cache is null;
         for (var l = 0; l < blocks.Count; l++)
         {
-            resid = blocks[l].Forward(resid, positions, keyMask, cache?.Layers[l], options);
+            resid = blocks[l].Forward(resid, positions, dense ? null : keyMask, cache?.Layers[l], options);
         }
         var logits = matmul(ln_final.call(resid), W_U);
         if (b_U is not null)

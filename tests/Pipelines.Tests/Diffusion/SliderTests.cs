@@ -3,6 +3,7 @@ using Pipelines.Models.Diffusion.Toy;
 using Pipelines.Models.Runtime;
 using Xunit;
 using static TorchSharp.torch;
+using F = TorchSharp.torch.nn.functional;
 
 namespace Pipelines.Tests.Diffusion;
 
@@ -89,6 +90,35 @@ public sealed class SliderTests
                 result.Sliders[0].Multiplier = 1;
                 Assert.True((pipe.Unet.Forward(x, tensor(300f), ctx) - plain).abs().max().item<float>() > 1e-6f);
             }
+        }
+        finally
+        {
+            result.Sliders.ToList().ForEach(s => s.Dispose());
+            result.Components.Dispose();
+        }
+    }
+
+    [Fact]
+    public void SliderSpacesFirstSliderMovesTheFirstComponent()
+    {
+        // The check: the first discovered slider's feature change (full sampling, seeds it never trained on)
+        // points along the first principal component, and more along it than along the second. Measured 0.445 and
+        // 0.279 at these settings.
+        var world = new ToyWorld(16);
+        using var pipe = ToyDiffusionTrainer.Create(world, 8);
+        using var scorer = new ToyScorer(16);
+        Pipelines.Models.Diffusion.DiffusionInit.Reset(scorer, 3);
+        var options = new SliderSpaceOptions { Samples = 32, Sliders = 2, Iterations = 60, LearningRate = 3e-2, SampleSteps = 4, Seed = 2 };
+        var result = Sliders.Discover(pipe, scorer, "red circle", options);
+        try
+        {
+            using var scope = NewDisposeScope();
+            using var noGrad = no_grad();
+            var effect = Pipelines.Activities.Diffusion.SliderFiles.Effect(pipe, result.Sliders[0], scorer, "red circle", 16, options.SampleSteps, options.Guidance, 1.0, 12_345);
+            double Cos(int j) => F.cosine_similarity(effect.unsqueeze(0), result.Components[j].unsqueeze(0), dim: 1).item<float>();
+            var (first, second) = (Cos(0), Cos(1));
+            // A random direction in the 64-d feature space has |cosine| about 0.13 with a given component.
+            Assert.True(first > 0.3 && first > Math.Abs(second), $"slider 0 · PC0 = {first:F3}, · PC1 = {second:F3}");
         }
         finally
         {

@@ -22,12 +22,15 @@ public sealed class TransformerTests
         using var tokens = Tokens(1);
         // Hooking every point includes hook_result and hook_q_input, so RunWithHooks computes per-head tensors; compare
         // with a plain forward under the same options (the per-head path itself is checked against the fused one below).
-        using var plain = model.Forward(tokens, options: HookNames.OptionsFor(model.HookPoints.Keys));
+        using var fused = model.Forward(tokens, options: HookNames.OptionsFor(model.HookPoints.Keys));
+        using var none = model.RunWithHooks(tokens, model.HookPoints.Keys.Select(n => (n, (Func<Tensor, HookPoint, Tensor?>)((_, _) => null))));
         var hooks = model.HookPoints.Keys.Select(n => (n, (Func<Tensor, HookPoint, Tensor?>)((x, _) => x.clone()))).ToList();
         using var hooked = model.RunWithHooks(tokens, hooks);
-        Assert.Equal(0.0, MaxDiff(plain, hooked));
-        using var none = model.RunWithHooks(tokens, model.HookPoints.Keys.Select(n => (n, (Func<Tensor, HookPoint, Tensor?>)((_, _) => null))));
-        Assert.Equal(0.0, MaxDiff(plain, none));
+        // Identity hooks change nothing, bit for bit, against observing hooks (both take the step-by-step kernels).
+        Assert.Equal(0.0, MaxDiff(none, hooked));
+        // With no hook on a norm's statistics or an attention pattern the forward takes libtorch's fused kernels: the
+        // same function to float32 rounding (FusedKernelTests checks it at float64 precision).
+        Assert.True(MaxDiff(fused, none) < 1e-5, $"fused vs step-by-step: {MaxDiff(fused, none):E2}");
     }
 
     [Theory]

@@ -48,6 +48,9 @@ public sealed class FaithfulnessActivity : Activity<FaithfulnessActivity.Input>
 
         [Input("Positional scores: the span statistic to rank by (sum, avg, sum_abs_pos, sum_abs_exp, max_abs)")]
         public string Statistic { get; init; } = "sum";
+
+        [Input("Compute dtype of the model's passes: float32, or bf16 (the CPU's bf16 matrix instructions or the GPU's tensor cores; norms and softmax stay float32, scores accumulate in float32)")]
+        public ComputeDtype Dtype { get; init; } = ComputeDtype.Float32;
     }
 
     /// <summary>Circuit sizes and the statistic are checked before anything runs.</summary>
@@ -66,7 +69,7 @@ public sealed class FaithfulnessActivity : Activity<FaithfulnessActivity.Input>
 
     protected override Task ExecuteAsync(Input input, ActivityContext context)
     {
-        using var lease = ModelCache.Shared.Acquire(input.Model, context.CancellationToken);
+        using var lease = ModelCache.Shared.Acquire(input.Model, context.CancellationToken, input.Dtype);
         var (model, tokenizer) = lease;
         {
             var (graph, scores, _) = ScoresFile.Read(input.Scores.Path);
