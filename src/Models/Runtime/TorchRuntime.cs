@@ -19,6 +19,8 @@ public static partial class TorchRuntime
 
     private const int MTrimThreshold = -1;
     private const int MMmapThreshold = -3;
+    private const int MMmapMax = -4;
+    private const int MArenaMax = -8;
 
     [LibraryImport("libc", EntryPoint = "mallopt")]
     private static partial int Mallopt(int param, int value);
@@ -180,9 +182,24 @@ public static partial class TorchRuntime
         // glibc's dynamic mmap threshold fragments the heap under libtorch (RSS +10 MB per forward): pin it. Not too low:
         // at 128 KiB every activation of a small model was a fresh mmap with page faults, and toy training ran 7x
         // slower (180 s instead of 25 s for 800 steps); at 4 MiB small tensors reuse the heap and big ones still map.
-        Mallopt(MMmapThreshold, 4 * 1024 * 1024);
-        Mallopt(MTrimThreshold, 16 * 1024 * 1024);
-        Allocator = "mallopt";
+        // Under a sandboxed kernel a page fault costs tens of microseconds, so every tensor mapped fresh and unmapped
+        // after use is paid for again page by page: a 1536×768 GEMM output (4.7 MB) took 23 ms instead of 4. glibc's
+        // largest threshold (32 MiB on 64-bit) keeps activations and gradients in the heap, and a high trim threshold
+        // keeps the freed top of the heap for the next pass.
+        // Above 32 MiB glibc would still map (the logits of a GPT-2 batch are 51 MB), so mapping is off altogether and
+        // one arena serves every thread (other arenas are mapped heaps that give pages back as they shrink). The
+        // bench's long-loop row measures what this costs in resident memory. PIPELINES_MALLOC=mmap keeps glibc's
+        // mapping above the threshold, for comparison.
+        Mallopt(MMmapThreshold, 32 * 1024 * 1024);
+        Mallopt(MTrimThreshold, 512 * 1024 * 1024);
+        if (Environment.GetEnvironmentVariable("PIPELINES_MALLOC") != "mmap")
+        {
+            Mallopt(MMmapMax, 0);
+            Mallopt(MArenaMax, 1);
+            Allocator = "mallopt (heap only, one arena)";
+            return;
+        }
+        Allocator = "mallopt (maps ≥ 32 MiB)";
     }
 
     private static string Explain(Exception e)
