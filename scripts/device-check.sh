@@ -27,8 +27,22 @@ publish() {
            "$dir"/app/libaoti_custom_ops.so; do
     mv "$f" "$dir/libtorch-cpu/"
   done
-  # Not used by the check; left out so the archive stays well under the device machine's 64 MiB.
-  rm -f "$dir"/app/libonnxruntime*.so "$dir"/app/libSkiaSharp.so "$dir"/app/libHarfBuzzSharp.so "$dir"/app/libLdaNative.so* "$dir"/app/*.pdb
+  # Not used by the check (sentence embeddings, ONNX Runtime, plotting): left out, and out of the dependency
+  # manifest, so the archive fits the device machine's 64 MiB.
+  rm -f "$dir"/app/libonnxruntime*.so "$dir"/app/onnxruntime.dll "$dir"/app/SentenceTransformers*.dll "$dir"/app/Microsoft.ML.OnnxRuntime.dll \
+        "$dir"/app/libSkiaSharp.so "$dir"/app/libHarfBuzzSharp.so "$dir"/app/libLdaNative.so* "$dir"/app/*.pdb
+  python3 - "$dir/app/Pipelines.Bench.deps.json" <<'PY'
+import json, os, sys
+path = sys.argv[1]
+deps = json.load(open(path))
+folder = os.path.dirname(path)
+for target in deps["targets"].values():
+    for lib in target.values():
+        for kind in ("runtime", "native"):
+            if kind in lib:
+                lib[kind] = {f: v for f, v in lib[kind].items() if os.path.exists(os.path.join(folder, os.path.basename(f)))}
+json.dump(deps, open(path, "w"), indent=2)
+PY
   tar -C "$dir" -cJf "$dir/app.tar.xz" app
   echo "published: $dir/app ($(du -sh "$dir/app" | cut -f1)), archive $dir/app.tar.xz ($(du -h "$dir/app.tar.xz" | cut -f1)); CPU natives in $dir/libtorch-cpu"
 }

@@ -133,7 +133,8 @@ public sealed class FusedAttribution(HookedTransformer model, ComputationGraph g
                 {
                     var first = graph.HeadIndex(l, 0);
                     var dz = (star.Z[l]! - cleanValues.Z[l]!).to(wide);
-                    delta[first..(first + graph.Heads)] = einsum("bthe,hed->hbtd", dz, model.blocks[l].attn.W_O.detach().to(wide));
+                    // (z* − z)_h·W_O[h] per head as one batched product over views ([H, B·T, dh] × [H, dh, d]).
+                    delta[first..(first + graph.Heads)] = matmul(dz.reshape(b * t, graph.Heads, -1).transpose(0, 1), model.blocks[l].attn.W_O.detach().to(wide)).view(graph.Heads, b, t, d);
                     delta[graph.MlpIndex(l)] = (star.Mlp[l]! - cleanValues.Mlp[l]!).to(wide);
                 }
                 // A bf16 model keeps Δ in bf16 (half the memory, the CPU's bf16 GEMMs); every product is added to
@@ -166,7 +167,9 @@ public sealed class FusedAttribution(HookedTransformer model, ComputationGraph g
             var w = norm.w.detach().to(wide);
             var projections = Projections(l).ToList();
             var tilde = projections.Select(p => p.Weight.detach().to(wide) * w.view(1, -1, 1)).ToList(); // W̃ = w⊙W [H,d,dh]
-            var y = cat(tilde.Select((wt, i) => einsum("bthe,hde->hbtd", grads[i], wt)).ToList(), 0).view(3 * graph.Heads, -1); // [3H, B·T·d]
+            // y_h = (g/s)_h·W̃_hᵀ per head, batched over views: [H, B·T, dh] × [H, dh, d] → [H, B·T, d].
+            var bt = grads.shape[1] * grads.shape[2];
+            var y = cat(tilde.Select((wt, i) => matmul(grads[i].reshape(bt, graph.Heads, -1).transpose(0, 1), wt.transpose(1, 2))).ToList(), 0).view(3 * graph.Heads, -1); // [3H, B·T·d]
             var block = matmul(flat![..prev], y.t().to(store)).to(wide);
             if (norm.Kind == NormKind.LayerNorm)
             {

@@ -172,8 +172,10 @@ public sealed class Attention : nn.Module
         }
         else
         {
-            // Decode steps: per-head GEMMs over views, no weight copy.
-            y = matmul(x.unsqueeze(1), w).transpose(1, 2);
+            // Decode steps: per-head GEMMs over views, no weight copy. The (few) rows broadcast over the heads, never
+            // the weight over the batch: [1, B·T, d] × [H, d, dh] → [H, B·T, dh] (broadcasting [B, 1, T, d] against
+            // the weight copied it once per sequence: 32 copies of each projection per step at batch 32).
+            y = matmul(x.reshape(1, -1, x.shape[2]), w).view(w.shape[0], x.shape[0], x.shape[1], w.shape[2]).permute(1, 2, 0, 3);
         }
         return bias is null ? y : y + bias;
     }
