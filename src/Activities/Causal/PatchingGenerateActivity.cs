@@ -138,7 +138,7 @@ public sealed class PatchingGenerateActivity : Activity<PatchingGenerateActivity
         }
         var logits = Interventions.Run(model, ids, plan, mask);
         var last = tensor(rows.Select(r => (long)r.Target.Count - 1).ToArray(), device: ids.device);
-        var next = logits[arange(rows.Count, device: ids.device), last];
+        var next = logits[arange(rows.Count, device: ids.device), last].to(ScalarType.Float32);
         var probabilities = F.softmax(next, -1);
         var expected = tensor(rows.Select(r => (long)r.Expected).ToArray(), device: ids.device);
         var p = probabilities.gather(1, expected.unsqueeze(1)).mean().item<float>();

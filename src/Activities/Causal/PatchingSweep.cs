@@ -57,8 +57,8 @@ public sealed class PatchingSweep(HookedTransformer model)
             var (cleanIds, corruptIds, mask, perExample) = batch.Slice(start, n);
             var (baseIds, sourceIds) = direction == PatchDirection.Denoise ? (corruptIds, cleanIds) : (cleanIds, corruptIds);
             var names = layers.Select(l => HookName(hook, l)).ToHashSet();
-            clean += perExample(model.Forward(cleanIds, mask)).sum().item<float>();
-            corrupted += perExample(model.Forward(corruptIds, mask)).sum().item<float>();
+            clean += perExample(model.Forward(cleanIds, mask).to(ScalarType.Float32)).sum().item<float>();
+            corrupted += perExample(model.Forward(corruptIds, mask).to(ScalarType.Float32)).sum().item<float>();
             var (_, cache) = model.RunWithCache(sourceIds, names.Contains, mask);
             using (cache)
             {
@@ -74,7 +74,7 @@ public sealed class PatchingSweep(HookedTransformer model)
                             RowMask = masks[c] is { } m ? m(start, n) : null,
                             Head = hook == PatchHook.Z ? c : null,
                         };
-                        sums[li, c] += perExample(Interventions.Run(model, baseIds, [patch], mask)).sum().item<float>();
+                        sums[li, c] += perExample(Interventions.Run(model, baseIds, [patch], mask).to(ScalarType.Float32)).sum().item<float>();
                         if (++done % 8 == 0 || done == cells)
                         {
                             progress?.Invoke((start + (double)n * done / cells) / batch.Count, $"{start + n} of {batch.Count} pairs, layer {layers[li]}");

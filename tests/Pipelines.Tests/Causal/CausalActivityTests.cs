@@ -73,6 +73,7 @@ public sealed class CausalActivityTests : IDisposable
               { "id": "train", "activity": "model.train-toy", "inputs": { "task": "vignette", "steps": 20, "batchSize": 8, "dModel": 16, "dMlp": 32, "nHeads": 2, "nLayers": 2 } },
               { "id": "probe", "activity": "probe.train", "inputs": { "model": { "from": "train.model" }, "dataset": { "from": "data.probing" }, "layers": [0, 1], "positions": [-1], "lambdas": [0.01], "steps": 50 } },
               { "id": "transplant", "activity": "patching.generate", "inputs": { "model": { "from": "train.model" }, "dataset": { "from": "data.pairs" }, "layer": 1, "window": 1, "samples": 4 } },
+              { "id": "transplant16", "activity": "patching.generate", "inputs": { "model": { "from": "train.model" }, "dataset": { "from": "data.pairs" }, "layer": 1, "window": 1, "samples": 4, "dtype": "bf16" } },
               { "id": "vector", "activity": "steering.vector", "inputs": { "model": { "from": "train.model" }, "dataset": { "from": "data.steering" }, "position": -2 } },
               { "id": "steer", "activity": "steering.evaluate", "inputs": { "model": { "from": "train.model" }, "vector": { "from": "vector.vector" }, "dataset": { "from": "data.probing" }, "scales": [0, 2], "limit": 16 } },
               { "id": "report", "activity": "report.causal", "inputs": { "probes": [{ "from": "probe.results" }] } } ] }
