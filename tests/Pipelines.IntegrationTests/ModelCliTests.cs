@@ -38,7 +38,10 @@ public sealed class ModelCliTests : IDisposable
         {
             for (var v = 0; v < model.Config.DVocab; v += 17)
             {
-                Assert.Equal(expected[t, v].item<float>(), rows[t]![v]!.GetValue<float>());
+                // Another process: libtorch's fused attention and norm kernels may split their reductions differently,
+                // so the same forward agrees to float32 rounding rather than bit for bit.
+                var want = expected[t, v].item<float>();
+                Assert.True(Math.Abs(want - rows[t]![v]!.GetValue<float>()) <= 1e-5 * Math.Max(1, Math.Abs(want)), $"logit [{t}, {v}]: {want} vs {rows[t]![v]}");
             }
         }
 
