@@ -122,8 +122,9 @@ public sealed class Attention : nn.Module
         if (!hook_attn_scores.HasHooks && !hook_pattern.HasHooks && Norm.Wide(q.dtype) == q.dtype)
         {
             // Nobody reads the scores or the pattern: libtorch's fused attention (no [B,H,T,S] tensors kept for
-            // backward). keyMask null means every key is real and t == s, so plain causal attention. Otherwise the
-            // same −1e9 additive mask as below, so a query with no visible key gets the same uniform weights.
+            // backward). keyMask null means every key is real and t == s, so plain causal attention. Otherwise a −1e9
+            // additive mask; a query with no visible key (left padding) then gets finite weights as below, though not
+            // the same ones in float64, and its output is never read.
             var mask = keyMask is null ? null : zeros(keyMask.shape[0], 1, t, s, dtype: q.dtype, device: q.device).masked_fill(Allowed().logical_not(), Scalars.Of(-1e9));
             z = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask: mask, is_casual: keyMask is null);
             z = hook_z.call(z.transpose(1, 2));
