@@ -86,15 +86,15 @@ public static class DiffusionBench
     }
 
     /// <summary>Resets the kernel's peak-RSS mark (VmHWM) to the current RSS, so the next peak is this section's.</summary>
-    private static long ResetPeak()
+    internal static long ResetPeak()
     {
         File.WriteAllText("/proc/self/clear_refs", "5");
         return Rss("VmRSS:");
     }
 
-    private static long PeakRss() => Rss("VmHWM:");
+    internal static long PeakRss() => Rss("VmHWM:");
 
-    private static long Rss(string key)
+    internal static long Rss(string key)
     {
         foreach (var line in File.ReadLines("/proc/self/status"))
         {

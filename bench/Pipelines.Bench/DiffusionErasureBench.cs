@@ -65,14 +65,7 @@ public static class DiffusionErasureBench
         {
             var o = new SliderSpaceOptions();
             var clock = Stopwatch.StartNew();
-            var sampled = 0.0;
-            var result = Sliders.Discover(baseModel, scorer, "circle", o, (message, fraction) =>
-            {
-                if (fraction > 0 && sampled == 0)
-                {
-                    sampled = clock.Elapsed.TotalSeconds; // the first progress after sampling: 10 iterations in
-                }
-            });
+            var result = Sliders.Discover(baseModel, scorer, "circle", o);
             var seconds = clock.Elapsed.TotalSeconds;
             result.Sliders.ToList().ForEach(s => s.Dispose());
             result.Components.Dispose();

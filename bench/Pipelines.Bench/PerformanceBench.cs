@@ -119,7 +119,7 @@ public static class PerformanceBench
             model.Forward(input)[.., -1].logsumexp(-1).sum().backward();
             if (i % 25 == 0)
             {
-                rss.Add(Rss("VmRSS:"));
+                rss.Add(DiffusionBench.Rss("VmRSS:"));
             }
         }
         Rows.Add(("resident memory over 100 forward + backward passes (batch 4 × 64, f32), after 25, 50, 75, 100", string.Join(", ", rss.Select(r => $"{r / 1048576.0:F0}")) + " MiB", "no growth"));
@@ -196,13 +196,13 @@ public static class PerformanceBench
         Rows.Add(("Δ store per example (f32, tokens × n_forward × d_model)", $"{(double)tokens * graph.NForward * config.DModel * 4 / 1048576:F1} MiB", "streamed or bf16 where the ranking holds"));
         // Peak per example: the slope of the peak between batch 4 and batch 12 (the heap already holds batch 4's
         // working set, so the larger batch's peak is new memory).
-        var before = ResetPeak();
+        var before = DiffusionBench.ResetPeak();
         using (var wide = cat([clean, clean, clean], 0))
         using (var wideCorrupted = cat([corrupted, corrupted, corrupted], 0))
         {
             Once(() => attribution.EapIgInputs(wide, wideCorrupted, Loss, m));
         }
-        var slope = (PeakRss() - before) / (2.0 * batch);
+        var slope = (DiffusionBench.PeakRss() - before) / (2.0 * batch);
         Rows.Add(($"EAP-IG peak memory per example (slope from batch {batch} to {3 * batch})", $"{slope / 1048576.0:F0} MiB (maxMemory's estimate: {AttributionMemory.PerExample(config, tokens, graph.NForward) / 1048576.0:F0} MiB)", "reported; maxMemory picks the batch size"));
 
         // bf16: the same attribution with the model's weights and activations in bf16, scores accumulated in f32.
@@ -256,26 +256,5 @@ public static class PerformanceBench
             var samples = batch / Best(4, () => pipe.Unet.Forward(x, t, ctx));
             Rows.Add(($"toy UNet forward, {side} px, batch {batch}", $"{samples:F0} samples/s, {2.0 * macs * samples / convRate:F2} of the 3×3 conv rate ({convRate / 1e9:F0} GFLOP/s)", "reported as a fraction of the conv rate"));
         }
-    }
-
-    /// <summary>Resets the kernel's peak-RSS mark (VmHWM) to the current RSS, so the next peak is this section's.</summary>
-    private static long ResetPeak()
-    {
-        File.WriteAllText("/proc/self/clear_refs", "5");
-        return Rss("VmRSS:");
-    }
-
-    private static long PeakRss() => Rss("VmHWM:");
-
-    private static long Rss(string key)
-    {
-        foreach (var line in File.ReadLines("/proc/self/status"))
-        {
-            if (line.StartsWith(key, StringComparison.Ordinal))
-            {
-                return long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1]) * 1024;
-            }
-        }
-        return 0;
     }
 }
