@@ -203,7 +203,7 @@ public static class PerformanceBench
             Once(() => attribution.EapIgInputs(wide, wideCorrupted, Loss, m));
         }
         var slope = (DiffusionBench.PeakRss() - before) / (2.0 * batch);
-        Rows.Add(($"EAP-IG peak memory per example (slope from batch {batch} to {3 * batch})", $"{slope / 1048576.0:F0} MiB (maxMemory's estimate: {AttributionMemory.PerExample(config, tokens, graph.NForward) / 1048576.0:F0} MiB)", "reported; maxMemory picks the batch size"));
+        Rows.Add(($"EAP-IG peak memory per example (slope from batch {batch} to {3 * batch})", $"{slope / 1048576.0:F0} MiB (maxMemory's estimate: {AttributionMemory.PerExample(config, tokens, graph.NForward, runs: m) / 1048576.0:F0} MiB)", "reported; maxMemory picks the batch size"));
 
         // bf16: the same attribution with the model's weights and activations in bf16, scores accumulated in f32.
         model.to(ScalarType.BFloat16);

@@ -94,7 +94,8 @@ public sealed class AttributeActivity : Activity<AttributeActivity.Input>
             }
             if (budget is { } bytes)
             {
-                var perExample = AttributionMemory.PerExample(model.Config, batch.Clean.shape[1], graph.NForward, input.Dtype == ComputeDtype.Bf16 ? 2 : 4);
+                var perExample = AttributionMemory.PerExample(model.Config, batch.Clean.shape[1], graph.NForward, input.Dtype == ComputeDtype.Bf16 ? 2 : 4,
+                    input.Method is AttributionMethod.EapIgInputs or AttributionMethod.EapIgActivations ? input.Steps : 1);
                 batchSize = AttributionMemory.BatchSize(bytes, perExample, input.BatchSize);
                 context.Log($"memory budget {bytes / 1048576.0:F0} MiB, about {perExample / 1048576.0:F1} MiB per pair at {batch.Clean.shape[1]} tokens: batch size {batchSize}");
             }

@@ -6,18 +6,18 @@ namespace Pipelines.Activities.Circuits;
 
 /// <summary>
 /// What one example of attribution holds at its peak, estimated from the model's shape, and the batch size a memory
-/// budget allows. The terms: the activation-difference store Δ (tokens × n_forward × d_model, f32) with its per-position
-/// sums; the forward activations autograd keeps for the backward (per layer about 12 residual-width and 3 MLP-width
+/// budget allows. The terms: the activation-difference store Δ (tokens × n_forward × d_model, f32); each run's
+/// normalized attention inputs (runs × layers × tokens × d_model, f32), kept for the norm-Jacobian term; the forward activations autograd keeps for the backward (per layer about 12 residual-width and 3 MLP-width
 /// vectors per token, and the attention pattern); the logits and their gradient; and, for the fused path, the source
 /// values of the corrupted and clean runs (embed, every head's z and every MLP output).
 /// The bench prints this estimate beside the measured peak (bench/Pipelines.Bench performance).
 /// </summary>
 public static partial class AttributionMemory
 {
-    public static long PerExample(TransformerConfig c, long tokens, int nForward, int activationBytes = 4)
+    public static long PerExample(TransformerConfig c, long tokens, int nForward, int activationBytes = 4, int runs = 1)
     {
         long d = c.DModel, l = c.NLayers;
-        var delta = tokens * nForward * (d + 1) * 4L;
+        var delta = tokens * nForward * d * 4L + runs * l * tokens * d * 4L;
         var activations = tokens * l * (12 * d + 3L * c.DMlp) * activationBytes + l * c.NHeads * tokens * tokens * activationBytes * 2;
         var logits = 2 * tokens * c.DVocab * 4L;
         var sources = 2 * tokens * l * (c.NHeads * c.HeadDim + d) * 4L;

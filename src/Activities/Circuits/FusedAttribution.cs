@@ -56,21 +56,33 @@ public sealed class FusedAttribution(HookedTransformer model, ComputationGraph g
         var cfg = model.Config;
         var wide = Norm.Wide(model.W_E.dtype);
         var store = model.W_E.dtype == ScalarType.BFloat16 ? ScalarType.BFloat16 : wide;
+        long b = clean.shape[0], t = clean.shape[1], d = cfg.DModel;
+        // Positions before the first one where any pair's tokens differ have Δ = 0 exactly (causal attention: every
+        // activation there depends on the shared prefix only), so Δ and every product run over positions p₀… only.
+        var p0 = SharedPrefix(clean, corrupted);
+        var tt = t - p0;
+        if (tt == 0)
+        {
+            return zeros(graph.NForward, graph.NBackward, dtype: wide, device: clean.device).MoveToOuterDisposeScope();
+        }
+        Tensor Tail(Tensor x) => p0 == 0 ? x : x.narrow(1, p0, tt);
         var star = new Captured(graph.Layers);
         using (no_grad())
         {
-            model.RunWithHooks(corrupted, CaptureHooks(star), attentionMask, Fused).Dispose();
+            // The corrupted run's logits are never used: it stops after the last block (no unembedding).
+            model.RunWithHooks(corrupted, CaptureHooks(star), attentionMask, Fused with { StopAtLayer = graph.Layers }).Dispose();
         }
         var cleanValues = new Captured(graph.Layers);
         // Attribution needs activation gradients only: freeze the weights so backward skips their gradients, and let
         // the token embeddings be the leaf that gradients flow from.
         using var frozen = new FrozenWeights(model);
-        long b = clean.shape[0], t = clean.shape[1], d = cfg.DModel;
         var scores = zeros(graph.NForward, graph.NBackward, dtype: wide, device: clean.device);
-        Tensor? flat = null; // Δ [n_forward, B·T·d], known once the clean run (α = 1, run first) has been seen
-        Tensor? deltaSums = null; // Σ_d Δ [n_forward, B·T]
+        Tensor? flat = null; // Δ [n_forward, B·(T − p₀)·d], known once the clean run (α = 1, run first) has been seen
         Tensor? logitsGrad = null;
         var sums = new (Tensor Grads, Tensor Mlp)?[graph.Layers]; // Σ over runs of g/s (q, k, v) and the MLP input gradient
+        // Per run and layer, the norm's x̂ [B, T − p₀, d] and c₂ [3H, B·(T − p₀)]: the x̂ term of the norm Jacobian,
+        // folded into the layer's one GEMM at the end (so Δ is read once per layer, not once per run).
+        var xTerms = Enumerable.Range(0, graph.Layers).Select(_ => new List<(Tensor X, Tensor C2)>()).ToArray();
         // The clean run first: its values make Δ, so every run's contribution is scored as soon as it is computed.
         foreach (var alpha in alphas.OrderByDescending(a => a == 1.0))
         {
@@ -127,30 +139,30 @@ public sealed class FusedAttribution(HookedTransformer model, ComputationGraph g
             }
             if (flat is null)
             {
-                var delta = empty(graph.NForward, b, t, d, dtype: wide, device: clean.device);
-                delta[0] = (star.Embed! - cleanValues.Embed!).to(wide);
+                var delta = empty(graph.NForward, b, tt, d, dtype: wide, device: clean.device);
+                delta[0] = Tail(star.Embed! - cleanValues.Embed!).to(wide);
                 for (var l = 0; l < graph.Layers; l++)
                 {
                     var first = graph.HeadIndex(l, 0);
-                    var dz = (star.Z[l]! - cleanValues.Z[l]!).to(wide);
+                    var dz = Tail(star.Z[l]! - cleanValues.Z[l]!).to(wide);
                     // (z* − z)_h·W_O[h] per head as one batched product over views ([H, B·T, dh] × [H, dh, d]).
-                    delta[first..(first + graph.Heads)] = matmul(dz.reshape(b * t, graph.Heads, -1).transpose(0, 1), model.blocks[l].attn.W_O.detach().to(wide)).view(graph.Heads, b, t, d);
-                    delta[graph.MlpIndex(l)] = (star.Mlp[l]! - cleanValues.Mlp[l]!).to(wide);
+                    delta[first..(first + graph.Heads)] = matmul(dz.reshape(b * tt, graph.Heads, -1).transpose(0, 1), model.blocks[l].attn.W_O.detach().to(wide)).view(graph.Heads, b, tt, d);
+                    delta[graph.MlpIndex(l)] = Tail(star.Mlp[l]! - cleanValues.Mlp[l]!).to(wide);
                 }
                 // A bf16 model keeps Δ in bf16 (half the memory, the CPU's bf16 GEMMs); every product is added to
                 // the float32 scores.
                 flat = delta.view(graph.NForward, -1).to(store).MoveToOuterDisposeScope();
-                deltaSums = delta.sum([-1L]).view(graph.NForward, -1).MoveToOuterDisposeScope();
             }
-            var post = capture.GradOrZero(HookNames.ResidPost(graph.Layers - 1)).detach().to(wide).reshape(-1);
+            var post = Tail(capture.GradOrZero(HookNames.ResidPost(graph.Layers - 1)).detach()).to(wide).reshape(-1);
             logitsGrad = logitsGrad is null ? post.clone().MoveToOuterDisposeScope() : logitsGrad.add_(post);
             for (var l = 0; l < graph.Layers; l++)
             {
                 using var layerScope = NewDisposeScope();
-                var (scaled, mlpGrad) = ScoreLayer(l, capture, normalized[l]!, scales[l]!, flat, scores, wide);
+                var (scaled, c2, mlpGrad) = RunTerms(l, capture, scales[l]!, wide, Tail);
                 // Detached from the per-run scopes; disposed after the final GEMMs.
                 sums[l] = sums[l] is null ? (scaled.DetachFromDisposeScope(), mlpGrad.clone().DetachFromDisposeScope())
                     : (sums[l]!.Value.Grads.add_(scaled), sums[l]!.Value.Mlp.add_(mlpGrad));
+                xTerms[l].Add((Tail(normalized[l]!).contiguous().DetachFromDisposeScope(), c2.DetachFromDisposeScope()));
                 normalized[l]!.Dispose();
                 scales[l]!.Dispose();
             }
@@ -163,22 +175,33 @@ public sealed class FusedAttribution(HookedTransformer model, ComputationGraph g
             var (grads, mlpGrad) = sums[l]!.Value;
             var first = graph.HeadInputIndex(l, 0, 'q');
             var prev = graph.PrevIndex(first);
+            var mlp = graph.MlpInputIndex(l);
+            var prevMlp = graph.PrevIndex(mlp);
             var norm = model.blocks[l].ln1;
             var w = norm.w.detach().to(wide);
-            var projections = Projections(l).ToList();
-            var tilde = projections.Select(p => p.Weight.detach().to(wide) * w.view(1, -1, 1)).ToList(); // W̃ = w⊙W [H,d,dh]
+            var tilde = Projections(l).Select(p => p.Weight.detach().to(wide) * w.view(1, -1, 1)).ToList(); // W̃ = w⊙W [H,d,dh]
             // y_h = (g/s)_h·W̃_hᵀ per head, batched over views: [H, B·T, dh] × [H, dh, d] → [H, B·T, d].
             var bt = grads.shape[1] * grads.shape[2];
-            var y = cat(tilde.Select((wt, i) => matmul(grads[i].reshape(bt, graph.Heads, -1).transpose(0, 1), wt.transpose(1, 2))).ToList(), 0).view(3 * graph.Heads, -1); // [3H, B·T·d]
-            var block = matmul(flat![..prev], y.t().to(store)).to(wide);
+            var y = cat(tilde.Select((wt, i) => matmul(grads[i].reshape(bt, graph.Heads, -1).transpose(0, 1), wt.transpose(1, 2))).ToList(), 0); // [3H, B·T, d]
             if (norm.Kind == NormKind.LayerNorm)
             {
-                var c1 = cat(tilde.Select((wt, i) => einsum("bthe,he->hbt", grads[i], wt.sum(1))).ToList(), 0).view(3 * graph.Heads, -1).div(Scalars.Of(cfg.DModel));
-                block -= matmul(deltaSums![..prev], c1.t());
+                // The mean term: c₁ = (g/s)·Σ_d W̃ / d, the same for every d.
+                var c1 = cat(tilde.Select((wt, i) => einsum("bthe,he->hbt", grads[i], wt.sum(1))).ToList(), 0).view(3 * graph.Heads, bt, 1).div(Scalars.Of(cfg.DModel));
+                y.sub_(c1);
             }
-            scores[..prev, first..(first + 3 * graph.Heads)] += block;
-            var mlp = graph.MlpInputIndex(l);
-            scores[..graph.PrevIndex(mlp), mlp] += matmul(flat[..graph.PrevIndex(mlp)], mlpGrad.to(store)).to(wide);
+            foreach (var (x, c2) in xTerms[l])
+            {
+                y.sub_(c2.unsqueeze(-1) * x.view(1, bt, -1));
+                x.Dispose();
+                c2.Dispose();
+            }
+            // One GEMM over Δ per layer: the q/k/v inputs' 3H columns and the MLP input's column. Sources after the
+            // attention inputs (this layer's heads) get products in the q/k/v columns too; those are not edges and are
+            // dropped.
+            var columns = cat([y.view(3 * graph.Heads, -1), mlpGrad.view(1, -1)], 0).t().to(store);
+            var products = matmul(flat![..prevMlp], columns).to(wide);
+            scores[..prev, first..(first + 3 * graph.Heads)] += products[..prev, ..(3 * graph.Heads)];
+            scores[..prevMlp, mlp] += products[.., 3 * graph.Heads];
             grads.Dispose();
             mlpGrad.Dispose();
         }
@@ -191,26 +214,26 @@ public sealed class FusedAttribution(HookedTransformer model, ComputationGraph g
     }
 
     /// <summary>
-    /// Adds one run's scores of every edge into layer <paramref name="l"/>. For a head's input the gradient is
+    /// One run's terms for the edges into layer <paramref name="l"/>. For a head's input the gradient is
     /// G = J_normᵀ(g·Wᵀ) = (w⊙y − mean(w⊙y) − x̂·mean(w⊙y⊙x̂))/s with y = g·Wᵀ (LayerNorm; RMSNorm drops the mean term).
-    /// It is never materialized: with W̃ = w⊙W, Σ_d Δ·G = (Δ·(g/s)W̃ᵀ) − (Σ_d Δ)·c₁ − (Δ·x̂)·c₂, where
-    /// c₁ = (g/s)·Σ_d W̃ / d and c₂ = (g/s)·(x̂W̃) / d, and x̂W̃ is the projection the forward already made (q minus its
-    /// constant part). So each layer costs one [n_forward, B·T·d] × [B·T·d, 3H+1] GEMM plus two thin ones.
+    /// It is never materialized per run: with W̃ = w⊙W, Σ_d Δ·G = Δ·((g/s)W̃ᵀ − c₁ − x̂c₂), where c₁ = (g/s)·Σ_d W̃ / d and
+    /// c₂ = (g/s)·(x̂W̃) / d, and x̂W̃ is the projection the forward already made (q minus its constant part). The terms
+    /// linear in g/s are summed over runs; x̂c₂ changes with each run's x̂ and is kept as (x̂, c₂). At the end each layer
+    /// costs one [n_forward, B·T·d] × [B·T·d, 3H+1] GEMM.
     /// </summary>
-    private (Tensor ScaledGrads, Tensor MlpGrad) ScoreLayer(int l, GradientCapture capture, Tensor normalized, Tensor scale, Tensor flat, Tensor scores, ScalarType wide)
+    private (Tensor ScaledGrads, Tensor C2, Tensor MlpGrad) RunTerms(int l, GradientCapture capture, Tensor scale, ScalarType wide, Func<Tensor, Tensor> tail)
     {
         var norm = model.blocks[l].ln1;
-        var s = scale.to(wide).unsqueeze(-1); // [B,T,1,1]
-        var xh = normalized.to(wide); // [B,T,d]
-        var d = xh.shape[2];
+        var s = tail(scale).to(wide).unsqueeze(-1); // [B,T−p₀,1,1]
+        var d = model.Config.DModel;
         var grads = new List<Tensor>();
         var c2 = new List<Tensor>();
         foreach (var (hook, weight, bias) in Projections(l))
         {
-            var g = capture.GradOrZero(HookNames.Attn(l, hook)).detach().to(wide) / s; // g/s [B,T,H,dh]
+            var g = tail(capture.GradOrZero(HookNames.Attn(l, hook)).detach()).to(wide) / s; // g/s [B,T−p₀,H,dh]
             grads.Add(g);
             // x̂W̃ = (norm output − b)·W = projection − b_W − b·W.
-            var projected = capture.Activation(HookNames.Attn(l, hook)).detach().to(wide);
+            var projected = tail(capture.Activation(HookNames.Attn(l, hook)).detach()).to(wide);
             var constant = bias?.detach().to(wide) ?? zeros(weight.shape[0], weight.shape[2], dtype: wide, device: weight.device);
             if (norm.b is not null)
             {
@@ -218,14 +241,20 @@ public sealed class FusedAttribution(HookedTransformer model, ComputationGraph g
             }
             c2.Add(einsum("bthe,bthe->hbt", g, projected - constant).div(Scalars.Of(d)));
         }
-        var heads = 3 * graph.Heads;
-        var first = graph.HeadInputIndex(l, 0, 'q');
-        var prev = graph.PrevIndex(first);
-        // The x̂ term changes with every run's x̂: scored here. The others are linear in g/s and summed over runs.
-        var deltaDotX = einsum("fbtd,btd->fbt", flat[..prev].view(prev, xh.shape[0], xh.shape[1], d), xh.to(flat.dtype)).to(wide).reshape(prev, -1); // [prev, B·T]
-        scores[..prev, first..(first + heads)] -= matmul(deltaDotX, cat(c2, 0).view(heads, -1).t());
-        var gm = capture.GradOrZero(HookNames.MlpIn(l)).detach().to(wide).reshape(-1);
-        return (stack(grads), gm);
+        var gm = tail(capture.GradOrZero(HookNames.MlpIn(l)).detach()).to(wide).reshape(-1);
+        return (stack(grads), cat(c2, 0).view(3 * graph.Heads, -1), gm);
+    }
+
+    /// <summary>The number of leading positions where every pair's clean and corrupted tokens agree.</summary>
+    public static long SharedPrefix(Tensor clean, Tensor corrupted)
+    {
+        if (!clean.shape.SequenceEqual(corrupted.shape) || clean.dim() != 2)
+        {
+            return 0;
+        }
+        using var scope = NewDisposeScope();
+        var differs = clean.ne(corrupted).any(0).nonzero();
+        return differs.shape[0] == 0 ? clean.shape[1] : differs[0, 0].item<long>();
     }
 
     private IEnumerable<(string Hook, Tensor Weight, Tensor? Bias)> Projections(int l)

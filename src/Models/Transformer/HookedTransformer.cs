@@ -60,9 +60,15 @@ public sealed class TransformerBlock : nn.Module
     }
 }
 
-/// <summary>Switches that change what a forward computes (never its result).</summary>
+/// <summary>Switches that change what a forward computes (never its result, except where it stops).</summary>
 public sealed record ForwardOptions
 {
+    /// <summary>
+    /// Run only the first n blocks and return the residual stream after them ([B,T,d]; no final norm, no unembedding),
+    /// as TransformerLens's <c>stop_at_layer</c>. For passes that need activations, not logits.
+    /// </summary>
+    public int? StopAtLayer { get; init; }
+
     /// <summary>Compute per-head outputs (hook_result, [B,T,H,d]) and sum them, instead of the fused W_O product.</summary>
     public bool UseAttnResult { get; init; }
     /// <summary>Give each head its own copy of the residual for q, k and v (hook_q_input etc., [B,T,H,d]).</summary>
@@ -186,9 +192,18 @@ public sealed class HookedTransformer : nn.Module
         }
         // No mask and no cache: every key is real and queries and keys are the same positions (plain causal attention).
         var dense = attentionMask is null && cache is null;
-        for (var l = 0; l < blocks.Count; l++)
+        var stop = options.StopAtLayer ?? blocks.Count;
+        if (stop < 0 || stop > blocks.Count)
+        {
+            throw new ArgumentOutOfRangeException(nameof(options), $"stop at layer {stop}: the model has {blocks.Count} layers");
+        }
+        for (var l = 0; l < stop; l++)
         {
             resid = blocks[l].Forward(resid, positions, dense ? null : keyMask, cache?.Layers[l], options);
+        }
+        if (options.StopAtLayer is not null)
+        {
+            return resid.MoveToOuterDisposeScope();
         }
         var logits = matmul(ln_final.call(resid), W_U);
         if (b_U is not null)

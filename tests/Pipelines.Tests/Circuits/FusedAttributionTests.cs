@@ -48,6 +48,36 @@ public sealed class FusedAttributionTests
         }
     }
 
+    /// <summary>
+    /// Δ is built only after the pairs' shared prefix. Prefixes of 0 (a pair differs at the first token), 3 (the rows
+    /// differ at different positions: the earliest counts) and the whole sequence (identical pairs: zero scores) give
+    /// the split path's scores.
+    /// </summary>
+    [Theory]
+    [InlineData(0)]
+    [InlineData(3)]
+    [InlineData(6)]
+    public void ScoresAreExactWhateverThePairsShare(int prefix)
+    {
+        using var scope = NewDisposeScope();
+        using var model = Create("gpt2");
+        model.to(ScalarType.Float64);
+        var graph = ComputationGraph.For(model.Config);
+        var clean = Clean;
+        var corrupt = clean.clone();
+        if (prefix < 6)
+        {
+            corrupt[0, prefix] = tensor(11L);
+            corrupt[1, 5] = tensor(12L);
+        }
+        Assert.Equal(prefix, FusedAttribution.SharedPrefix(clean, corrupt));
+        var expected = new EdgeAttribution(model, graph, fused: false).EapIgInputs(clean, corrupt, Loss, 2);
+        var actual = new FusedAttribution(model, graph).Integrated(clean, corrupt, Loss, [0.5, 1.0], null);
+        var scale = expected.abs().max().item<double>();
+        Assert.True((actual - expected).abs().max().item<double>() <= 1e-10 * Math.Max(scale, 1e-300), $"prefix {prefix}");
+        Assert.Equal(prefix == 6, scale == 0);
+    }
+
     [Fact]
     public void GqaModelsAreLeftToTheSplitPath() => Assert.False(FusedAttribution.Supports(TinyModels.Llama));
 }

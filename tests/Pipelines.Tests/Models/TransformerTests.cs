@@ -44,6 +44,25 @@ public sealed class TransformerTests
         Assert.True(MaxDiff(fused, perHead) < 1e-4, $"max diff {MaxDiff(fused, perHead)}");
     }
 
+    /// <summary>stop_at_layer n returns the residual stream after n blocks: what hook_resid_post of block n − 1 sees.</summary>
+    [Theory]
+    [MemberData(nameof(TinyModels.All), MemberType = typeof(TinyModels))]
+    public void StopAtLayerReturnsTheResidualAfterThatBlock(string arch)
+    {
+        using var model = TinyModels.Create(arch);
+        using var tokens = Tokens(5);
+        foreach (var n in new[] { 1, model.Config.NLayers })
+        {
+            Tensor? seen = null;
+            using var full = model.RunWithHooks(tokens, [(HookNames.ResidPost(n - 1), (x, _) => { seen = x.detach().clone().DetachFromDisposeScope(); return null; })]);
+            using var stopped = model.Forward(tokens, options: new ForwardOptions { StopAtLayer = n });
+            Assert.Equal(new[] { tokens.shape[0], tokens.shape[1], (long)model.Config.DModel }, stopped.shape);
+            Assert.Equal(0.0, MaxDiff(seen!, stopped));
+            seen!.Dispose();
+        }
+        Assert.Throws<ArgumentOutOfRangeException>(() => model.Forward(tokens, options: new ForwardOptions { StopAtLayer = model.Config.NLayers + 1 }));
+    }
+
     [Theory]
     [MemberData(nameof(TinyModels.All), MemberType = typeof(TinyModels))]
     public void KvCachedDecodingEqualsTheFullForward(string arch)
