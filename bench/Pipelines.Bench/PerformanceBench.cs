@@ -137,8 +137,12 @@ public static class PerformanceBench
         using var model = new HookedTransformer(config).InitWeights(0);
         var graph = ComputationGraph.For(config);
         using var clean = randint(0, config.DVocab, [batch, tokens], dtype: ScalarType.Int64);
+        // Pairs that share their first half (a counterfactual that changes one token mid-prompt, as IOI's or
+        // greater-than's do), and pairs that also differ at the first token (no shared prefix: Δ covers every position).
         using var corrupted = clean.clone();
         corrupted[.., tokens / 2] = randint(0, config.DVocab, [batch], dtype: ScalarType.Int64);
+        using var corruptedFirst = corrupted.clone();
+        corruptedFirst[.., 0] = randint(0, config.DVocab, [batch], dtype: ScalarType.Int64);
         static Tensor Loss(Tensor logits) => logits[.., -1, 0].to(ScalarType.Float32).mean();
         static double Once(Action a)
         {
@@ -161,8 +165,10 @@ public static class PerformanceBench
         Tensor? eapScores = null, igScores = null;
         var methods = new (string Name, int Passes, double Target, Action Run)[]
         {
-            ("EAP", 1, 1.15, () => { eapScores?.Dispose(); eapScores = attribution.Eap(clean, corrupted, Loss).DetachFromDisposeScope(); }),
-            ($"EAP-IG-inputs, m = {m}", m, 1.10, () => { igScores?.Dispose(); igScores = attribution.EapIgInputs(clean, corrupted, Loss, m).DetachFromDisposeScope(); }),
+            ($"EAP, pairs share {tokens / 2} of {tokens} tokens", 1, 1.15, () => { eapScores?.Dispose(); eapScores = attribution.Eap(clean, corrupted, Loss).DetachFromDisposeScope(); }),
+            ($"EAP-IG-inputs, m = {m}, pairs share {tokens / 2} of {tokens} tokens", m, 1.10, () => { igScores?.Dispose(); igScores = attribution.EapIgInputs(clean, corrupted, Loss, m).DetachFromDisposeScope(); }),
+            ("EAP, pairs differ at the first token", 1, 1.15, () => attribution.Eap(clean, corruptedFirst, Loss).Dispose()),
+            ($"EAP-IG-inputs, m = {m}, pairs differ at the first token", m, 1.10, () => attribution.EapIgInputs(clean, corruptedFirst, Loss, m).Dispose()),
         };
         Once(Forward);
         Once(ForwardBackward);

@@ -180,28 +180,46 @@ public sealed class FusedAttribution(HookedTransformer model, ComputationGraph g
             var norm = model.blocks[l].ln1;
             var w = norm.w.detach().to(wide);
             var tilde = Projections(l).Select(p => p.Weight.detach().to(wide) * w.view(1, -1, 1)).ToList(); // W̃ = w⊙W [H,d,dh]
-            // y_h = (g/s)_h·W̃_hᵀ per head, batched over views: [H, B·T, dh] × [H, dh, d] → [H, B·T, d].
+            // The layer's GEMM columns [3H + 1, B·T, d]: y_h = (g/s)_h·W̃_hᵀ per head, batched over views
+            // ([H, B·T, dh] × [H, dh, d] → [H, B·T, d]), then the MLP input's gradient. Built in place: one buffer.
+            var heads = 3 * graph.Heads;
             var bt = grads.shape[1] * grads.shape[2];
-            var y = cat(tilde.Select((wt, i) => matmul(grads[i].reshape(bt, graph.Heads, -1).transpose(0, 1), wt.transpose(1, 2))).ToList(), 0); // [3H, B·T, d]
+            var buffer = empty(heads + 1, bt, d, dtype: wide, device: clean.device);
+            for (var i = 0; i < tilde.Count; i++)
+            {
+                using var product = matmul(grads[i].reshape(bt, graph.Heads, -1).transpose(0, 1), tilde[i].transpose(1, 2));
+                buffer.narrow(0, i * graph.Heads, graph.Heads).copy_(product);
+            }
+            var y = buffer.narrow(0, 0, heads);
             if (norm.Kind == NormKind.LayerNorm)
             {
                 // The mean term: c₁ = (g/s)·Σ_d W̃ / d, the same for every d.
-                var c1 = cat(tilde.Select((wt, i) => einsum("bthe,he->hbt", grads[i], wt.sum(1))).ToList(), 0).view(3 * graph.Heads, bt, 1).div(Scalars.Of(cfg.DModel));
+                var c1 = cat(tilde.Select((wt, i) => einsum("bthe,he->hbt", grads[i], wt.sum(1))).ToList(), 0).view(heads, bt, 1).div(Scalars.Of(cfg.DModel));
                 y.sub_(c1);
+            }
+            // Σ_runs c₂ ⊗ x̂ as batched products over positions ([n, 3H, m] × [n, m, d]), in chunks of positions so the
+            // temporary stays small, not one pass over y per run.
+            var c2s = stack(xTerms[l].Select(r => r.C2).ToList()); // [m, 3H, B·T]
+            var xs = stack(xTerms[l].Select(r => r.X.view(bt, -1)).ToList()); // [m, B·T, d]
+            for (long at = 0; at < bt; at += 64)
+            {
+                var n = Math.Min(64, bt - at);
+                using var chunk = NewDisposeScope();
+                y.narrow(1, at, n).sub_(bmm(c2s.narrow(2, at, n).permute(2, 1, 0), xs.narrow(1, at, n).permute(1, 0, 2)).transpose(0, 1));
             }
             foreach (var (x, c2) in xTerms[l])
             {
-                y.sub_(c2.unsqueeze(-1) * x.view(1, bt, -1));
                 x.Dispose();
                 c2.Dispose();
             }
+            buffer[heads] = mlpGrad.view(bt, d);
             // One GEMM over Δ per layer: the q/k/v inputs' 3H columns and the MLP input's column. Sources after the
             // attention inputs (this layer's heads) get products in the q/k/v columns too; those are not edges and are
             // dropped.
-            var columns = cat([y.view(3 * graph.Heads, -1), mlpGrad.view(1, -1)], 0).t().to(store);
+            var columns = buffer.view(heads + 1, -1).t().to(store);
             var products = matmul(flat![..prevMlp], columns).to(wide);
-            scores[..prev, first..(first + 3 * graph.Heads)] += products[..prev, ..(3 * graph.Heads)];
-            scores[..prevMlp, mlp] += products[.., 3 * graph.Heads];
+            scores[..prev, first..(first + heads)] += products[..prev, ..heads];
+            scores[..prevMlp, mlp] += products[.., heads];
             grads.Dispose();
             mlpGrad.Dispose();
         }
