@@ -136,13 +136,14 @@ public static class PerformanceBench
         const int batch = 4, tokens = 32, m = 5;
         using var model = new HookedTransformer(config).InitWeights(0);
         var graph = ComputationGraph.For(config);
-        using var clean = randint(0, config.DVocab, [batch, tokens], dtype: ScalarType.Int64);
+        using var tokensGenerator = new Generator(7); // the same prompts every run, so the bf16 error rows compare across runs
+        using var clean = randint(0, config.DVocab, [batch, tokens], dtype: ScalarType.Int64, generator: tokensGenerator);
         // Pairs that share their first half (a counterfactual that changes one token mid-prompt, as IOI's or
         // greater-than's do), and pairs that also differ at the first token (no shared prefix: Δ covers every position).
         using var corrupted = clean.clone();
-        corrupted[.., tokens / 2] = randint(0, config.DVocab, [batch], dtype: ScalarType.Int64);
+        corrupted[.., tokens / 2] = randint(0, config.DVocab, [batch], dtype: ScalarType.Int64, generator: tokensGenerator);
         using var corruptedFirst = corrupted.clone();
-        corruptedFirst[.., 0] = randint(0, config.DVocab, [batch], dtype: ScalarType.Int64);
+        corruptedFirst[.., 0] = randint(0, config.DVocab, [batch], dtype: ScalarType.Int64, generator: tokensGenerator);
         static Tensor Loss(Tensor logits) => logits[.., -1, 0].to(ScalarType.Float32).mean();
         static double Once(Action a)
         {
@@ -200,15 +201,15 @@ public static class PerformanceBench
 
         // Memory: the Δ store, and EAP-IG's peak over the resident model, per example.
         Rows.Add(("Δ store per example (f32, tokens × n_forward × d_model)", $"{(double)tokens * graph.NForward * config.DModel * 4 / 1048576:F1} MiB", "streamed or bf16 where the ranking holds"));
-        // Peak per example: the slope of the peak between batch 4 and batch 12 (the heap already holds batch 4's
-        // working set, so the larger batch's peak is new memory).
-        var before = DiffusionBench.ResetPeak();
-        using (var wide = cat([clean, clean, clean], 0))
-        using (var wideCorrupted = cat([corrupted, corrupted, corrupted], 0))
+        // Peak per example: the slope of the heap's peak in-use bytes between batch 4 and batch 12 (the fixed part, such
+        // as the scores, cancels).
+        long Peak(int copies)
         {
-            Once(() => attribution.EapIgInputs(wide, wideCorrupted, Loss, m));
+            using var wide = cat(Enumerable.Repeat(clean, copies).ToList(), 0);
+            using var wideCorrupted = cat(Enumerable.Repeat(corrupted, copies).ToList(), 0);
+            return HeapMeter.PeakAbove(() => { using var s = NewDisposeScope(); attribution.EapIgInputs(wide, wideCorrupted, Loss, m); });
         }
-        var slope = (DiffusionBench.PeakRss() - before) / (2.0 * batch);
+        var slope = (Peak(3) - Peak(1)) / (2.0 * batch);
         Rows.Add(($"EAP-IG peak memory per example (slope from batch {batch} to {3 * batch})", $"{slope / 1048576.0:F0} MiB (maxMemory's estimate: {AttributionMemory.PerExample(config, tokens, graph.NForward, runs: m) / 1048576.0:F0} MiB)", "reported; maxMemory picks the batch size"));
 
         // bf16: the same attribution with the model's weights and activations in bf16, scores accumulated in f32.
