@@ -168,6 +168,47 @@ public sealed class DiffusionRuntimeTests
         Assert.Equal(lms.Sigmas[6] - lms.Sigmas[5], Enumerable.Range(0, 4).Sum(k => lms.Coefficient(4, 5, k)), 9);
     }
 
+    /// <summary>
+    /// Every sampler, run from noise with the exact denoiser of a finite set of images (the posterior mean of x0 given
+    /// x_t, which the ε-MSE objective's minimiser is for that set), must land on a member of the set: the probability
+    /// flow of a finite set ends at its points. This checks each sampler's whole trajectory, not one step, against a
+    /// fact that does not depend on our code.
+    /// </summary>
+    [Theory]
+    [InlineData("ddim", 50, 1e-5)]
+    [InlineData("ddpm", 100, 1e-5)]
+    [InlineData("pndm", 50, 1e-2)]
+    [InlineData("euler", 50, 1e-5)]
+    [InlineData("lms", 50, 1e-3)]
+    public void SamplersWithTheExactDenoiserOfAFiniteSetLandOnAMember(string name, int steps, double tolerance)
+    {
+        using var scope = NewDisposeScope();
+        var world = new Pipelines.Models.Diffusion.Toy.ToyWorld(16);
+        var r = new Pipelines.Models.Common.SeededRandom(9);
+        var set = world.Render(Enumerable.Range(0, 32).Select(_ => world.RandomItem(r)).ToArray(), r).to(ScalarType.Float64).view(32, -1);
+        var scheduler = Scheduler.Create(name, Pipelines.Models.Diffusion.Toy.ToyDiffusionTrainer.Scheduler);
+        scheduler.SetTimesteps(steps);
+        using var g = new Generator(4);
+        var x = randn([8, 3, 16, 16], generator: g) * scheduler.InitNoiseSigma;
+        for (var i = 0; i < scheduler.Timesteps.Length; i++)
+        {
+            // The model sees the variance-preserving input √ᾱ·x0 + √(1−ᾱ)·ε; sigma schedulers scale x into it.
+            var input = scheduler.ScaleModelInput(x, i).to(ScalarType.Float64).view(8, -1);
+            var alphaBar = scheduler is SigmaScheduler sigma
+                ? 1 / (1 + sigma.Sigmas[i] * sigma.Sigmas[i])
+                : scheduler.AlphasCumprod[(int)Math.Round(scheduler.Timesteps[i])];
+            var weights = (cdist(input, set * Math.Sqrt(alphaBar)).square() / (-2 * (1 - alphaBar))).softmax(1);
+            var x0 = matmul(weights, set);
+            var eps = ((input - x0 * Math.Sqrt(alphaBar)) / Math.Sqrt(1 - alphaBar)).view(x.shape).to(ScalarType.Float32);
+            x = scheduler.Step(eps, i, x, g).Prev;
+        }
+        var distances = cdist(x.view(8, -1).to(ScalarType.Float64), set).min(1);
+        var nearest = distances.values.max().item<double>();
+        // Members lie several units apart; a sampler that stopped short or overshot lands between them.
+        Assert.True(nearest < tolerance, $"{name}: the farthest sample is {nearest:E2} from the set (pixels: 768)");
+        Assert.True(distances.indexes.data<long>().Distinct().Count() > 1, $"{name}: every sample landed on the same member");
+    }
+
     [Fact]
     public void GuidanceAtOneIsTheConditionalPredictionAndHalvesCombineLinearly()
     {
