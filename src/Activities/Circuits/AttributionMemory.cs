@@ -6,10 +6,12 @@ namespace Pipelines.Activities.Circuits;
 
 /// <summary>
 /// What one example of attribution holds at its peak, estimated from the model's shape, and the batch size a memory
-/// budget allows. The terms: the activation-difference store Δ (tokens × n_forward × d_model, f32); each run's
-/// normalized attention inputs (runs × layers × tokens × d_model, f32), kept for the norm-Jacobian term; the forward activations autograd keeps for the backward (per layer about 12 residual-width and 3 MLP-width
-/// vectors per token, and the attention pattern); the logits and their gradient; and, for the fused path, the source
-/// values of the corrupted and clean runs (embed, every head's z and every MLP output).
+/// budget allows. The terms: the activation-difference store Δ (tokens × n_forward × d_model, f32); each gradient
+/// run's normalized attention inputs (runs × layers × tokens × d_model, f32), kept for the norm-Jacobian term; the
+/// forward activations autograd keeps for the backward (per layer about 12 residual-width and 3 MLP-width vectors per
+/// token, and the attention pattern); the logits and their gradient; and, for the fused path, the source values of the
+/// corrupted and clean runs (embed, every head's z and every MLP output). It ignores a shared prefix of the pairs (the
+/// fused path's Δ starts after it), so it is an upper bound.
 /// The bench prints this estimate beside the measured peak (bench/Pipelines.Bench performance).
 /// </summary>
 public static partial class AttributionMemory
