@@ -91,8 +91,8 @@ public sealed class ClipLayer : nn.Module
 
     public Tensor Forward(Tensor h)
     {
-        h = h + self_attn.Forward(layer_norm1.Forward(h));
-        return h + mlp.Forward(layer_norm2.Forward(h));
+        h = h.Plus(self_attn.Forward(layer_norm1.Forward(h)));
+        return h.Plus(mlp.Forward(layer_norm2.Forward(h)));
     }
 }
 
@@ -176,7 +176,7 @@ public sealed class ClipTextModel : nn.Module
         {
             throw new ArgumentException($"{n} tokens exceed the text encoder's {Config.MaxPositions} positions");
         }
-        var h = tokenEmbeds + text_model.embeddings.position_embedding.weight.narrow(0, 0, n).unsqueeze(0);
+        var h = tokenEmbeds.Plus(text_model.embeddings.position_embedding.weight.narrow(0, 0, n).unsqueeze(0));
         var layers = text_model.encoder.layers;
         var last = layers.Count - Math.Clamp(clipSkip, 0, layers.Count);
         for (var l = 0; l < last; l++)

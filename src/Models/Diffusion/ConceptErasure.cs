@@ -96,7 +96,7 @@ public static class ConceptErasure
         {
             p.requires_grad = true;
         }
-        using var optimizer = optim.Adam(trained.Select(p => p.Parameter), lr: o.LearningRate);
+        using var optimizer = new StableAdamW(trained.Select(p => p.Parameter), o.LearningRate, weightDecay: 0);
         var scheduler = (DdimScheduler)Scheduler.Create("ddim", erased.SchedulerConfig);
         scheduler.SetTimesteps(o.Steps);
         var r = new Random((int)(o.Seed & 0x7FFFFFFF));
@@ -170,7 +170,7 @@ public static class ConceptErasure
         {
             p.requires_grad = true;
         }
-        using var optimizer = optim.Adam(parameters, lr: o.LearningRate);
+        using var optimizer = new StableAdamW(parameters, o.LearningRate, weightDecay: 0);
         var alphas = tensor(erased.SchedulerConfig.AlphasCumprod());
         var r = new Random((int)(o.Seed & 0x7FFFFFFF));
         var losses = new List<(int, double)>();

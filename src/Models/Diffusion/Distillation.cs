@@ -155,7 +155,7 @@ public static class Distillation
         {
             p.requires_grad = false;
         }
-        using var optimizer = optim.AdamW(parameters, lr: o.LearningRate, weight_decay: 0);
+        using var optimizer = new StableAdamW(parameters, o.LearningRate, weightDecay: 0);
         student.Unet.train();
         var r0 = new SeededRandom(o.Seed + 5);
         var losses = new List<(int, double)>();

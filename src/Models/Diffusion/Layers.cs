@@ -86,7 +86,7 @@ public sealed class DLinear : nn.Module
             var m = slot.Multiplier();
             if (m != 0)
             {
-                y = y + F.linear(F.linear(x, slot.Down), slot.Up).mul(Scalars.Of(m * slot.Scale));
+                y = y.Plus(F.linear(F.linear(x, slot.Down), slot.Up).mul(Scalars.Of(m * slot.Scale)));
             }
         }
         return y;
@@ -149,7 +149,7 @@ public sealed class DConv2d : nn.Module
             if (m != 0)
             {
                 var h = Conv(x, slot.Down, null, _stride, _padding);
-                y = y + F.conv2d(h, slot.Up).mul(Scalars.Of(m * slot.Scale));
+                y = y.Plus(F.conv2d(h, slot.Up).mul(Scalars.Of(m * slot.Scale)));
             }
         }
         return y;

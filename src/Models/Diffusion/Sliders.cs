@@ -59,7 +59,7 @@ public static class Sliders
         }
         var slider = UNetLora.Create(pipe.Unet, o.Target, o.Rank, o.Alpha, o.Seed);
         using var attached = slider.Attach();
-        using var optimizer = optim.AdamW(slider.Trainable(), lr: o.LearningRate, weight_decay: 0);
+        using var optimizer = new StableAdamW(slider.Trainable(), o.LearningRate, weightDecay: 0);
         var scheduler = (DdimScheduler)Scheduler.Create("ddim", pipe.SchedulerConfig);
         scheduler.SetTimesteps(o.Steps);
         Tensor ct, cp, cn, cu, cneutral;
@@ -177,7 +177,7 @@ public static class Sliders
         var sliders = Enumerable.Range(0, o.Sliders).Select(i => UNetLora.Create(pipe.Unet, "attn2-kv", 1, 1.0, o.Seed * 31 + i, frozenOrthogonalUp: true)).ToList();
         var attached = sliders.Select(s => s.Attach()).ToList();
         sliders.ForEach(s => s.Multiplier = 0);
-        using var optimizer = optim.AdamW(sliders.SelectMany(s => s.Trainable()), lr: o.LearningRate, weight_decay: 0);
+        using var optimizer = new StableAdamW(sliders.SelectMany(s => s.Trainable()), o.LearningRate, weightDecay: 0);
         var timesteps = Distillation.StudentTimesteps(pipe.SchedulerConfig, o.PreviewSteps);
         var ac = pipe.SchedulerConfig.AlphasCumprod();
         Tensor ctx;

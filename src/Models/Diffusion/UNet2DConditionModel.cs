@@ -82,10 +82,10 @@ public sealed class ResnetBlock2D : nn.Module
         var h = conv1.Forward(F.silu(norm1.Forward(x)));
         if (time_emb_proj is not null && temb is not null)
         {
-            h = h + time_emb_proj.Forward(F.silu(temb)).unsqueeze(-1).unsqueeze(-1);
+            h = h.Plus(time_emb_proj.Forward(F.silu(temb)).unsqueeze(-1).unsqueeze(-1));
         }
         h = conv2.Forward(F.silu(norm2.Forward(h)));
-        return (conv_shortcut is null ? x : conv_shortcut.Forward(x)) + h;
+        return (conv_shortcut is null ? x : conv_shortcut.Forward(x)).Plus(h);
     }
 }
 
@@ -244,9 +244,9 @@ public sealed class BasicTransformerBlock : nn.Module
 
     public Tensor Forward(Tensor h, Tensor context)
     {
-        h = h + attn1.Forward(norm1.Forward(h), null);
-        h = h + attn2.Forward(norm2.Forward(h), context);
-        return h + ff.Forward(norm3.Forward(h));
+        h = h.Plus(attn1.Forward(norm1.Forward(h), null));
+        h = h.Plus(attn2.Forward(norm2.Forward(h), context));
+        return h.Plus(ff.Forward(norm3.Forward(h)));
     }
 }
 
@@ -297,7 +297,7 @@ public sealed class Transformer2DModel : nn.Module
         {
             h = ((DConv2d)proj_out).Forward(h.reshape(b, hh, ww, c).permute(0, 3, 1, 2).contiguous());
         }
-        return h + x;
+        return h.Plus(x);
     }
 }
 

@@ -20,4 +20,10 @@ public static class Scalars
 
     /// <summary>An integer Scalar (for integer tensors) that is never collected.</summary>
     public static Scalar Int(long value) => Longs.GetOrAdd(value, v => v.ToScalar());
+
+    /// <summary>
+    /// a + b with a long-lived alpha. <c>a + b</c> (TorchSharp's <c>add(target)</c>) passes a temporary Scalar 1 that
+    /// can be finalized mid-call; a 1,000-step toy training crashed on it in ResnetBlock2D. Hot paths add with this.
+    /// </summary>
+    public static Tensor Plus(this Tensor a, Tensor b) => a.add(b, Int(1));
 }

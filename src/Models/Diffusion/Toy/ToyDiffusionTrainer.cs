@@ -12,7 +12,7 @@ public sealed record ToyDiffusionOptions
 {
     public int Size { get; init; } = 16;
     public bool Textures { get; init; }
-    public int Steps { get; init; } = 2000;
+    public int Steps { get; init; } = 5000;
     public int BatchSize { get; init; } = 32;
     public double LearningRate { get; init; } = 1e-3;
     public long Seed { get; init; }
@@ -68,7 +68,7 @@ public static class ToyDiffusionTrainer
         var r = new SeededRandom(o.Seed + 1);
         var alphas = tensor(pipe.SchedulerConfig.AlphasCumprod());
         var parameters = pipe.Unet.parameters().Concat(pipe.TextEncoder.parameters()).ToList();
-        using var optimizer = optim.AdamW(parameters, lr: o.LearningRate, weight_decay: 1e-4);
+        using var optimizer = new StableAdamW(parameters, o.LearningRate, weightDecay: 1e-4);
         pipe.Unet.train();
         pipe.TextEncoder.train();
         var losses = new List<(int, double)>();
@@ -82,16 +82,13 @@ public static class ToyDiffusionTrainer
             var t = randint(0, pipe.SchedulerConfig.NumTrainTimesteps, [o.BatchSize], generator: g);
             var noise = randn(images.shape, generator: g);
             var a = alphas.index_select(0, t).view(-1, 1, 1, 1);
-            var xt = a.sqrt() * images + a.neg().add(Scalars.Of(1.0)).sqrt() * noise;
+            var xt = (a.sqrt() * images).Plus(a.neg().add(Scalars.Of(1.0)).sqrt() * noise);
             var ctx = pipe.EncodePrompts(prompts);
             var loss = F.mse_loss(pipe.Unet.Forward(xt, t, ctx), noise);
             optimizer.zero_grad();
             loss.backward();
             // Linear warm-up over the first 100 steps.
-            foreach (var group in optimizer.ParamGroups)
-            {
-                group.LearningRate = o.LearningRate * Math.Min(1.0, (step + 1) / 100.0);
-            }
+            optimizer.LearningRate = o.LearningRate * Math.Min(1.0, (step + 1) / 100.0);
             optimizer.step();
             var value = loss.item<float>();
             ema = double.IsNaN(ema) ? value : 0.95 * ema + 0.05 * value;

@@ -64,7 +64,7 @@ public sealed class ToyScorer : nn.Module
         var scorer = new ToyScorer(world.Side);
         DiffusionInit.Reset(scorer, seed);
         var r = new SeededRandom(seed + 17);
-        using var optimizer = optim.AdamW(scorer.parameters(), lr: 2e-3, weight_decay: 1e-4);
+        using var optimizer = new StableAdamW(scorer.parameters(), 2e-3, weightDecay: 1e-4);
         scorer.train();
         for (var step = 0; step < steps; step++)
         {
