@@ -25,6 +25,10 @@ public static class Program
         {
             return ModelBench.Run(args.Skip(1).ToArray());
         }
+        if (args.FirstOrDefault() == "arena")
+        {
+            return ArenaBench.Run(args.Skip(1).ToArray());
+        }
         if (args.FirstOrDefault() == "server")
         {
             return ServerBench.Run(args);
