@@ -82,9 +82,11 @@ public sealed class DiffusionBattery(DiffusionPipeline baseModel, DiffusionPipel
 {
     /// <summary>
     /// B's side of each probe, per process: every method's battery against the same B (same digest, concept and
-    /// settings) scores B identically, so a workflow probing four methods computes it once.
+    /// settings) scores B identically, so a workflow probing four methods computes it once. Batteries running at the
+    /// same time (a workflow's parallel steps) wait for the one computing it instead of computing it again; a failed
+    /// or cancelled computation is forgotten, so the next battery computes it afresh.
     /// </summary>
-    private static readonly System.Collections.Concurrent.ConcurrentDictionary<string, bool[]> BaseCache = new();
+    private static readonly System.Collections.Concurrent.ConcurrentDictionary<string, Lazy<bool[]>> BaseCache = new();
 
     private bool[] BaseSide(string probe, Func<bool[]> compute)
     {
@@ -93,7 +95,16 @@ public sealed class DiffusionBattery(DiffusionPipeline baseModel, DiffusionPipel
             return compute();
         }
         var key = $"{baseKey}|{concept}|{probe}|{System.Text.Json.JsonSerializer.Serialize(s)}";
-        return BaseCache.TryGetValue(key, out var hit) ? hit : BaseCache.GetOrAdd(key, compute());
+        var entry = BaseCache.GetOrAdd(key, _ => new Lazy<bool[]>(compute, LazyThreadSafetyMode.ExecutionAndPublication));
+        try
+        {
+            return entry.Value;
+        }
+        catch
+        {
+            BaseCache.TryRemove(new KeyValuePair<string, Lazy<bool[]>>(key, entry));
+            throw;
+        }
     }
 
     public static readonly IReadOnlyList<string> AllProbes =
