@@ -11,8 +11,8 @@ tier=all
 if [ "${1:-}" = "--fast" ]; then tier=fast; fi
 
 export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1
-# One glibc malloc arena, as the CLI runs with (TorchRuntime.EnsureOneArenaFromStart): the tests run libtorch on
-# thread-pool threads, whose own arenas made it about 2x slower.
+# One glibc malloc arena from the start, as ./pipelines sets it: the tests run libtorch on thread-pool threads, whose
+# own arenas made it up to 2x slower.
 export MALLOC_ARENA_MAX="${MALLOC_ARENA_MAX:-1}"
 if [ "$tier" = all ]; then
   # OS packages: PostgreSQL (the server tests start their own cluster from its binaries), Chromium (the designer's

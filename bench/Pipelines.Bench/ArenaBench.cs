@@ -4,8 +4,8 @@ namespace Pipelines.Bench;
 
 /// <summary>
 /// What one glibc malloc arena buys a workflow: the CLI runs the same toy training workflow (a step on a thread-pool
-/// thread) with glibc's per-thread arenas (MALLOC_ARENA_MAX=8, as before the CLI re-executed itself) and with the one
-/// arena it now starts with, each into an empty store. Usage: ... -- arena [--scorer-steps 800] [--steps 200]
+/// thread) with glibc's per-thread arenas (MALLOC_ARENA_MAX=8) and with one arena from the
+/// start (MALLOC_ARENA_MAX=1, as ./pipelines and scripts/test.sh set it), each into an empty store. Usage: ... -- arena [--scorer-steps 800] [--steps 200]
 /// </summary>
 public static class ArenaBench
 {
@@ -23,12 +23,12 @@ public static class ArenaBench
                 { "name": "arena-bench", "steps": [ { "id": "train", "activity": "diffusion.train-toy", "inputs": { "steps": {{steps}}, "scorerSteps": {{scorerSteps}}, "evalSamples": 1 } } ] }
                 """);
             var many = Time(root, workflow, "many", new() { ["MALLOC_ARENA_MAX"] = "8" });
-            var one = Time(root, workflow, "one", new());
+            var one = Time(root, workflow, "one", new() { ["MALLOC_ARENA_MAX"] = "1" });
             Console.WriteLine($"Allocator arenas: `pipelines run` of diffusion.train-toy (scorer {scorerSteps} steps, denoiser {steps} steps), cold, {Environment.ProcessorCount} cores, one run each");
             Console.WriteLine();
             Console.WriteLine("| measure | value |");
             Console.WriteLine("|---|---|");
-            Console.WriteLine($"| per-thread arenas (MALLOC_ARENA_MAX=8) ÷ one arena (the CLI's default), wall | {many / one:F2} ({many:F1} s vs {one:F1} s) |");
+            Console.WriteLine($"| per-thread arenas (MALLOC_ARENA_MAX=8) ÷ one arena (MALLOC_ARENA_MAX=1), wall | {many / one:F2} ({many:F1} s vs {one:F1} s) |");
             return 0;
         }
         finally

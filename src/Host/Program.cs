@@ -10,7 +10,6 @@ public static class Program
 {
     public static async Task<int> Main(string[] args)
     {
-        Pipelines.Models.Runtime.TorchRuntime.EnsureOneArenaFromStart();
         if (Console.IsOutputRedirected)
         {
             // Logs and CI: no terminal width to honour, so keep tables and digests on one line.

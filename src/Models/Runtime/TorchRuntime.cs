@@ -25,56 +25,6 @@ public static partial class TorchRuntime
     [LibraryImport("libc", EntryPoint = "mallopt")]
     private static partial int Mallopt(int param, int value);
 
-    [LibraryImport("libc", EntryPoint = "execve", StringMarshalling = StringMarshalling.Utf8)]
-    private static partial int Execve(string path, IntPtr[] argv, IntPtr[] envp);
-
-    /// <summary>
-    /// Makes the process run with one glibc malloc arena from its start, re-executing itself once with
-    /// MALLOC_ARENA_MAX=1 when needed (Linux, glibc malloc, the variable unset). glibc gives every thread that allocates
-    /// its own arena, and <c>mallopt(M_ARENA_MAX)</c> at run time cannot retire the arenas the .NET runtime's threads
-    /// already made; a workflow's steps run on thread-pool threads, so libtorch then allocated from mapped arena heaps
-    /// that grow and shrink with every pass (page faults): toy training in a workflow ran 1.8–2.2× slower than the same
-    /// loop on the main thread (the toy scorer's 1,500 steps: 59 s against 27 s). Call it first thing in Main; it
-    /// returns when nothing was needed or the exec failed. PIPELINES_MALLOC=default, a preloaded jemalloc or an explicit
-    /// MALLOC_ARENA_MAX or GLIBC_TUNABLES arena_max leave the process as it is.
-    /// </summary>
-    public static void EnsureOneArenaFromStart()
-    {
-        if (!OperatingSystem.IsLinux() || Environment.GetEnvironmentVariable("MALLOC_ARENA_MAX") is not null
-            || (Environment.GetEnvironmentVariable("GLIBC_TUNABLES") ?? "").Contains("arena_max", StringComparison.Ordinal)
-            || (Environment.GetEnvironmentVariable("LD_PRELOAD") ?? "").Contains("jemalloc", StringComparison.Ordinal)
-            || Environment.GetEnvironmentVariable("PIPELINES_MALLOC") == "default")
-        {
-            return;
-        }
-        string exe;
-        string[] argv;
-        try
-        {
-            exe = File.ResolveLinkTarget("/proc/self/exe", returnFinalTarget: true)?.FullName ?? "";
-            argv = File.ReadAllText("/proc/self/cmdline").TrimEnd('\0').Split('\0');
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            return;
-        }
-        if (exe.Length == 0 || !File.Exists(exe) || argv.Length == 0)
-        {
-            return;
-        }
-        var env = Environment.GetEnvironmentVariables().Cast<System.Collections.DictionaryEntry>()
-            .Select(e => $"{e.Key}={e.Value}").Append("MALLOC_ARENA_MAX=1").ToList();
-        var argvPtrs = argv.Select(Marshal.StringToCoTaskMemUTF8).Append(IntPtr.Zero).ToArray();
-        var envPtrs = env.Select(Marshal.StringToCoTaskMemUTF8).Append(IntPtr.Zero).ToArray();
-        Console.Out.Flush();
-        Console.Error.Flush();
-        _ = Execve(exe, argvPtrs, envPtrs); // returns only on failure: run on with the arenas there are
-        foreach (var ptr in argvPtrs.Concat(envPtrs).Where(p => p != IntPtr.Zero))
-        {
-            Marshal.FreeCoTaskMem(ptr);
-        }
-    }
-
     /// <summary>What the allocator guard did: "jemalloc", "mallopt" or "default".</summary>
     public static string Allocator { get; private set; } = "unset";
 
