@@ -83,9 +83,8 @@ public static class FeaturizerTraining
                 break;
         }
         var parameters = new[] { a, mask, x }.Where(p => p is not null).Cast<Parameter>().ToList();
-        using optim.Optimizer optimizer = boundary is null
-            ? optim.AdamW(parameters, o.LearningRate, weight_decay: 0)
-            : (optim.Optimizer)optim.Adam([new Adam.ParamGroup(parameters, new Adam.Options { LearningRate = 1e-3 }), new Adam.ParamGroup([boundary], new Adam.Options { LearningRate = 1e-2 })]);
+        using var optimizer = new StableAdamW(parameters, boundary is null ? o.LearningRate : 1e-3, weightDecay: 0);
+        using var boundaryOptimizer = boundary is null ? null : new StableAdamW([boundary], 1e-2, weightDecay: 0);
         var order = Enumerable.Range(0, rows.Count).ToList();
         var rng = new SeededRandom(o.Seed + layer);
         var step = 0;
@@ -103,10 +102,12 @@ public static class FeaturizerTraining
                 var progress = (double)step / Math.Max(1, total - 1);
                 var (basis, gate, penalty) = Current(o, d, a, mask, x, boundary, rotation, fixedBasis, progress);
                 optimizer.zero_grad();
+                boundaryOptimizer?.zero_grad();
                 var loss = runner.Loss(batch, batchSources, layer, position, basis, gate);
                 var objective = penalty is null ? loss : loss + penalty;
                 objective.backward();
                 optimizer.step();
+                boundaryOptimizer?.step();
                 if (boundary is not null)
                 {
                     using var noGrad = no_grad();

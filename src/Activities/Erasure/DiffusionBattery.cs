@@ -448,7 +448,7 @@ public sealed class DiffusionBattery(DiffusionPipeline baseModel, DiffusionPipel
         var classifier = new LatentClassifier(3L * side * side);
         var ac = tensor(baseModel.SchedulerConfig.AlphasCumprod());
         var r = new Pipelines.Models.Common.SeededRandom(s.Seed + 4242);
-        using var optimizer = optim.AdamW(classifier.parameters(), lr: 1e-3, weight_decay: 1e-3);
+        using var optimizer = new StableAdamW(classifier.parameters(), 1e-3, weightDecay: 1e-3);
         Tensor Features(Tensor t) => stack([ac.index_select(0, t).sqrt(), ac.index_select(0, t).neg().add(Scalars.Of(1.0)).sqrt()], 1);
         (Tensor X, Tensor T, Tensor Y) Batch(int n, long seed)
         {
@@ -546,7 +546,7 @@ public sealed class DiffusionBattery(DiffusionPipeline baseModel, DiffusionPipel
         {
             var wordId = m.Tokenizer.Encode(concept.Name)[1];
             var v = new TorchSharp.Modules.Parameter(m.TextEncoder.TokenEmbedding[wordId].detach().clone(), true);
-            using var optimizer = optim.Adam([v], lr: s.InversionLearningRate);
+            using var optimizer = new StableAdamW([v], s.InversionLearningRate, weightDecay: 0);
             var ac = tensor(m.SchedulerConfig.AlphasCumprod());
             var positions = prompts.Select(p => Array.IndexOf(m.Tokenizer.Encode(p), (long)wordId)).ToArray();
             for (var step = 0; step < s.InversionSteps; step++)
@@ -628,7 +628,7 @@ public sealed class DiffusionBattery(DiffusionPipeline baseModel, DiffusionPipel
             var table = m.TextEncoder.TokenEmbedding.detach();
             var vocab = table.shape[0];
             var logits = new TorchSharp.Modules.Parameter(full(s.PrefixTokens, vocab, 1.0 / vocab), true);
-            using var optimizer = optim.Adam([logits], lr: 0.01, weight_decay: 0.1);
+            using var optimizer = new StableAdamW([logits], 0.01, weightDecay: 0.1, coupledWeightDecay: true);
             var ac = tensor(m.SchedulerConfig.AlphasCumprod());
             Tensor Prefixed(Tensor onehots, IReadOnlyList<string> ps) => EncodeWith(m, ps, (e, len) =>
             {

@@ -337,7 +337,7 @@ public sealed class ErasureBattery(ProbeKit b, ProbeKit erased, ConceptData data
         var soft = new TorchSharp.Modules.Parameter(start.unsqueeze(0).repeat(m, 1) + randn([m, model.Config.DModel], generator: generator).to(model.W_E.device) * Scalars.Of(0.01), requires_grad: true);
         var slot = AnswerRows(erased, train.Take(1).ToList(), placeholder).Slots[0];
         var batches = new Pipelines.Models.Common.SeededRandom(settings.Seed + 19);
-        using var optimizer = optim.Adam([soft], 0.02);
+        using var optimizer = new StableAdamW([soft], 0.02, weightDecay: 0);
         Tensor Insert(Tensor x) => cat([x.narrow(1, 0, slot), soft.unsqueeze(0).expand(x.shape[0], m, x.shape[2]).to(x.dtype), x.narrow(1, slot + m, x.shape[1] - slot - m)], 1);
         double loss = double.NaN;
         using (model.Hook("hook_embed").Add((x, _) => x.shape[1] > slot + m ? Insert(x) : null))
@@ -551,7 +551,7 @@ public sealed class ErasureBattery(ProbeKit b, ProbeKit erased, ConceptData data
         (double[] Final, double[] Curve) After(HookedTransformer model)
         {
             var kit = new ProbeKit(model, erased.Tokenizer);
-            using var optimizer = optim.AdamW(model.parameters(), settings.RelearnRate);
+            using var optimizer = new StableAdamW(model.parameters(), settings.RelearnRate);
             var random = new Pipelines.Models.Common.SeededRandom(settings.Seed + 11);
             var curve = new List<double>();
             for (var s = 0; s <= settings.RelearnSteps; s++)

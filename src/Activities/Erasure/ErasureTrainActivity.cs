@@ -141,7 +141,7 @@ public sealed class ErasureTrainActivity : Activity<ErasureTrainActivity.Input>
         adapter.to(model.W_E.device);
         adapter.Attach(model);
         var trainer = new ErasureObjectives(model, frozen, tokenizer, data, input, rmuLayer);
-        using var optimizer = optim.AdamW(adapter.parameters(), input.LearningRate, weight_decay: 0);
+        using var optimizer = new StableAdamW(adapter.parameters(), input.LearningRate, weightDecay: 0);
         var curve = new JsonArray();
         var checkpoints = context.OutputDirectory("checkpoints");
         Directory.CreateDirectory(checkpoints);

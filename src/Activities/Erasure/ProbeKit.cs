@@ -273,7 +273,7 @@ public sealed class LinearProbe
         var y = tensor(trainY);
         var w = new TorchSharp.Modules.Parameter(randn([trainX.shape[1], classes], generator: generator) * Scalars.Of(0.01), requires_grad: true);
         var b = new TorchSharp.Modules.Parameter(zeros(classes), requires_grad: true);
-        using var optimizer = optim.Adam([w, b], 0.05);
+        using var optimizer = new StableAdamW([w, b], 0.05, weightDecay: 0);
         for (var s = 0; s < steps; s++)
         {
             using var step = NewDisposeScope();

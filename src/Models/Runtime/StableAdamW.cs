@@ -12,16 +12,23 @@ namespace Pipelines.Models.Runtime;
 /// </summary>
 public sealed class StableAdamW : IDisposable
 {
-    private readonly List<Parameter> _parameters;
+    private const string Magic = "pipelines.adamw.v1";
+    private readonly List<Tensor> _parameters;
     private readonly List<Tensor> _m = [], _v = [];
     private readonly double _beta1, _beta2, _eps, _weightDecay;
+    private readonly bool _coupled;
     private int _step;
 
-    public StableAdamW(IEnumerable<Parameter> parameters, double lr, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8, double weightDecay = 0.01)
+    /// <param name="parameters">Leaf tensors that require grad (a module's parameters, or a probe's free tensors).</param>
+    /// <param name="coupledWeightDecay">
+    /// PyTorch's <c>Adam(weight_decay=…)</c>: the decay is added to the gradient (L2) instead of applied to the weights.
+    /// </param>
+    public StableAdamW(IEnumerable<Tensor> parameters, double lr, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8,
+        double weightDecay = 0.01, bool coupledWeightDecay = false)
     {
         _parameters = parameters.ToList();
         LearningRate = lr;
-        (_beta1, _beta2, _eps, _weightDecay) = (beta1, beta2, eps, weightDecay);
+        (_beta1, _beta2, _eps, _weightDecay, _coupled) = (beta1, beta2, eps, weightDecay, coupledWeightDecay);
         foreach (var p in _parameters)
         {
             _m.Add(zeros_like(p).DetachFromDisposeScope());
@@ -49,7 +56,7 @@ public sealed class StableAdamW : IDisposable
         double bc1 = 1 - Math.Pow(_beta1, _step), bc2 = 1 - Math.Pow(_beta2, _step);
         using Scalar decay = (1 - LearningRate * _weightDecay).ToScalar(), b1 = _beta1.ToScalar(), oneMinusB1 = (1 - _beta1).ToScalar(),
             b2 = _beta2.ToScalar(), oneMinusB2 = (1 - _beta2).ToScalar(), rootBc2 = Math.Sqrt(bc2).ToScalar(), eps = _eps.ToScalar(),
-            stepSize = (-LearningRate / bc1).ToScalar();
+            stepSize = (-LearningRate / bc1).ToScalar(), decayScalar = _weightDecay.ToScalar();
         for (var i = 0; i < _parameters.Count; i++)
         {
             var p = _parameters[i];
@@ -58,7 +65,11 @@ public sealed class StableAdamW : IDisposable
             {
                 continue;
             }
-            if (_weightDecay != 0)
+            if (_weightDecay != 0 && _coupled)
+            {
+                g = g.add(p, decayScalar);
+            }
+            else if (_weightDecay != 0)
             {
                 p.mul_(decay);
             }
@@ -67,6 +78,68 @@ public sealed class StableAdamW : IDisposable
             var denom = _v[i].sqrt().div_(rootBc2).add_(eps, Scalars.Int(1));
             p.addcdiv_(_m[i], denom, stepSize);
         }
+    }
+
+    /// <summary>The number of steps taken (bias correction depends on it).</summary>
+    public int Steps => _step;
+
+    /// <summary>Writes the step count and both moments (a resume point); <see cref="Load"/> reads them back.</summary>
+    public void Save(string path)
+    {
+        using var stream = File.Create(path);
+        using var writer = new BinaryWriter(stream);
+        writer.Write(Magic);
+        writer.Write(_step);
+        writer.Write(_parameters.Count);
+        foreach (var t in _m.Concat(_v))
+        {
+            using var cpu = t.to(ScalarType.Float32, CPU).contiguous();
+            writer.Write(cpu.shape.Length);
+            foreach (var d in cpu.shape)
+            {
+                writer.Write(d);
+            }
+            var data = cpu.data<float>().ToArray();
+            writer.Write(data.Length);
+            writer.Write(System.Runtime.InteropServices.MemoryMarshal.AsBytes(data.AsSpan()));
+        }
+    }
+
+    /// <summary>Restores a <see cref="Save"/>d state for the same parameters (same order and shapes), else throws.</summary>
+    public void Load(string path)
+    {
+        using var stream = File.OpenRead(path);
+        using var reader = new BinaryReader(stream);
+        if (reader.ReadString() != Magic)
+        {
+            throw new InvalidDataException("not a saved optimizer state");
+        }
+        var step = reader.ReadInt32();
+        if (reader.ReadInt32() != _parameters.Count)
+        {
+            throw new InvalidDataException("the saved optimizer state is for a different model");
+        }
+        using var scope = NewDisposeScope();
+        using var noGrad = no_grad();
+        foreach (var t in _m.Concat(_v))
+        {
+            var shape = new long[reader.ReadInt32()];
+            for (var i = 0; i < shape.Length; i++)
+            {
+                shape[i] = reader.ReadInt64();
+            }
+            var data = new float[reader.ReadInt32()];
+            if (!shape.SequenceEqual(t.shape) || data.Length != t.numel())
+            {
+                throw new InvalidDataException("the saved optimizer state is for a different model");
+            }
+            if (reader.Read(System.Runtime.InteropServices.MemoryMarshal.AsBytes(data.AsSpan())) != data.Length * sizeof(float))
+            {
+                throw new EndOfStreamException("the saved optimizer state is truncated");
+            }
+            t.copy_(tensor(data, shape));
+        }
+        _step = step;
     }
 
     public void Dispose()

@@ -6,7 +6,7 @@ using static TorchSharp.torch;
 namespace Pipelines.Models.Training;
 
 /// <summary>
-/// The optimisation loop both trainers share: the model on the runtime's compute device, AdamW (β 0.9/0.98), the
+/// The optimisation loop both trainers share: the model on the runtime's compute device, AdamW (β 0.9/0.98, <see cref="StableAdamW"/>), the
 /// warm-up + cosine schedule of <see cref="ToyTrainer.LearningRateAt"/>, progress every 50 steps, and with a resume
 /// directory the state saved every <c>saveStateEvery</c> steps and restored from <c>saved</c>.
 /// Batches must be a function of the step, so a resumed run ends with an uninterrupted run's weights.
@@ -22,7 +22,7 @@ public static class TrainingLoop
         {
             model.to(device);
         }
-        using var optimizer = optim.AdamW(model.parameters(), schedule.LearningRate, 0.9, 0.98, 1e-8, schedule.WeightDecay);
+        using var optimizer = new StableAdamW(model.parameters(), schedule.LearningRate, 0.9, 0.98, 1e-8, schedule.WeightDecay);
         saved?.LoadOptimizer(optimizer);
         var loss = saved?.Loss ?? double.NaN;
         for (var step = (saved?.Step ?? 0) + 1; step <= schedule.Steps; step++)
@@ -30,10 +30,7 @@ public static class TrainingLoop
             ct.ThrowIfCancellationRequested();
             using (NewDisposeScope())
             {
-                foreach (var group in optimizer.ParamGroups)
-                {
-                    group.LearningRate = ToyTrainer.LearningRateAt(schedule, step);
-                }
+                optimizer.LearningRate = ToyTrainer.LearningRateAt(schedule, step);
                 optimizer.zero_grad();
                 var l = lossAt(step, device);
                 l.backward();

@@ -2,18 +2,18 @@ using System.Globalization;
 using System.Text.Json.Nodes;
 using Pipelines.Models.Checkpoints;
 using Pipelines.Models.Transformer;
-using TorchSharp.Modules;
+using Pipelines.Models.Runtime;
 
 namespace Pipelines.Models.Training;
 
 /// <summary>
 /// A saved training state in a resume directory: <c>state/</c> holds the weights (an HF checkpoint), the AdamW
-/// moments (<c>optimizer.bin</c>) and <c>state.json</c> (step, loss). Written beside and swapped in by renames, so a
+/// moments (<c>adamw.bin</c>, <see cref="StableAdamW.Save"/>) and <c>state.json</c> (step, loss). Written beside and swapped in by renames, so a
 /// kill at any moment leaves either the previous save or the new one, never a torn one.
 /// </summary>
 public sealed record TrainingState(string Directory, int Step, double Loss)
 {
-    private const string Current = "state", Next = "state.next", Previous = "state.previous", Meta = "state.json", Moments = "optimizer.bin";
+    private const string Current = "state", Next = "state.next", Previous = "state.previous", Meta = "state.json", Moments = "adamw.bin";
 
     /// <summary>The last complete save, or null when there is none.</summary>
     public static TrainingState? TryRead(string resumeDirectory)
@@ -40,10 +40,10 @@ public sealed record TrainingState(string Directory, int Step, double Loss)
         return null;
     }
 
-    public void LoadOptimizer(OptimizerHelper optimizer) => optimizer.load_state_dict(Path.Combine(Directory, Moments));
+    public void LoadOptimizer(StableAdamW optimizer) => optimizer.Load(Path.Combine(Directory, Moments));
 
     /// <summary>Saves weights, optimizer moments and the step, then swaps the new save in.</summary>
-    public static void Write(string resumeDirectory, HookedTransformer model, OptimizerHelper optimizer, int step, double loss)
+    public static void Write(string resumeDirectory, HookedTransformer model, StableAdamW optimizer, int step, double loss)
     {
         var next = Path.Combine(resumeDirectory, Next);
         if (System.IO.Directory.Exists(next))
@@ -51,7 +51,7 @@ public sealed record TrainingState(string Directory, int Step, double Loss)
             System.IO.Directory.Delete(next, recursive: true);
         }
         Checkpoint.Save(model, next);
-        optimizer.save_state_dict(Path.Combine(next, Moments));
+        optimizer.Save(Path.Combine(next, Moments));
         File.WriteAllText(Path.Combine(next, Meta), new JsonObject
         {
             ["step"] = step,

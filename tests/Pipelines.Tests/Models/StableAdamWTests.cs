@@ -68,4 +68,73 @@ public sealed class StableAdamWTests
         var expected = w0 * (1 - 0.01 * 0.1) - grad / (grad.abs() + 1e-8) * 0.01;
         Assert.True((w - expected).abs().max().item<float>() < 1e-6f);
     }
+
+    [Fact]
+    public void CoupledDecayEqualsTorchSharpsAdamWithWeightDecay()
+    {
+        using var scope = NewDisposeScope();
+        var (w1, b1) = Model(4);
+        var (w2, b2) = Model(4);
+        using var reference = optim.Adam([w1, b1], lr: 0.01, weight_decay: 0.1);
+        using var ours = new StableAdamW([w2, b2], 0.01, weightDecay: 0.1, coupledWeightDecay: true);
+        for (var step = 0; step < 25; step++)
+        {
+            reference.zero_grad();
+            Loss(w1, b1, step).backward();
+            reference.step();
+            ours.zero_grad();
+            Loss(w2, b2, step).backward();
+            ours.step();
+        }
+        Assert.Equal(0f, (w1 - w2).abs().max().item<float>());
+        Assert.Equal(0f, (b1 - b2).abs().max().item<float>());
+    }
+
+    [Fact]
+    public void ASavedStateResumesToTheSameBits()
+    {
+        using var scope = NewDisposeScope();
+        var path = Path.Combine(Path.GetTempPath(), $"adamw-{Guid.NewGuid():N}.bin");
+        try
+        {
+            var (w1, b1) = Model(6);
+            using var straight = new StableAdamW([w1, b1], 3e-3, 0.9, 0.98, weightDecay: 1e-2);
+            var (w2, b2) = Model(6);
+            using var first = new StableAdamW([w2, b2], 3e-3, 0.9, 0.98, weightDecay: 1e-2);
+            for (var step = 0; step < 20; step++)
+            {
+                straight.zero_grad();
+                Loss(w1, b1, step).backward();
+                straight.step();
+                if (step < 10)
+                {
+                    first.zero_grad();
+                    Loss(w2, b2, step).backward();
+                    first.step();
+                }
+            }
+            first.Save(path);
+            // A new optimizer over copies of the weights at step 10, its moments read back from the file.
+            var w3 = new Parameter(w2.detach().clone());
+            var b3 = new Parameter(b2.detach().clone());
+            using var resumed = new StableAdamW([w3, b3], 3e-3, 0.9, 0.98, weightDecay: 1e-2);
+            resumed.Load(path);
+            Assert.Equal(10, resumed.Steps);
+            for (var step = 10; step < 20; step++)
+            {
+                resumed.zero_grad();
+                Loss(w3, b3, step).backward();
+                resumed.step();
+            }
+            Assert.Equal(0f, (w1 - w3).abs().max().item<float>());
+            Assert.Equal(0f, (b1 - b3).abs().max().item<float>());
+            // A state for other shapes is refused, not half-loaded.
+            using var other = new StableAdamW([new Parameter(zeros(3, 3))], 1e-3);
+            Assert.Throws<InvalidDataException>(() => other.Load(path));
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+    }
 }
