@@ -419,6 +419,7 @@ public sealed class DiffusionBattery(DiffusionPipeline baseModel, DiffusionPipel
         return Result("classifier-guidance", "steered latent", e, b, s.GuidanceScales.Count, new JsonObject
         {
             ["accuracyByScale"] = perScale, ["classifier"] = $"MLP on x_t, {s.ClassifierSteps} steps", ["accuracy"] = JsonNumbers.Round(classifier.Accuracy),
+            ["finalLoss"] = Math.Round(classifier.FinalLoss, 7),
         });
     }
 
@@ -426,16 +427,35 @@ public sealed class DiffusionBattery(DiffusionPipeline baseModel, DiffusionPipel
     {
         public readonly TorchSharp.Modules.Linear x_proj, t_proj, hidden, head;
 
-        public LatentClassifier(long inputs) : base("latent_classifier")
+        /// <summary>
+        /// PyTorch's default init (uniform in ±1/√fan_in) drawn from a generator seeded by <paramref name="seed"/>:
+        /// nn.Linear's own init draws from libtorch's global generator, whose state depends on what else ran in the
+        /// process and in what order, which made this probe differ between runs when two probe steps ran at once.
+        /// </summary>
+        public LatentClassifier(long inputs, long seed) : base("latent_classifier")
         {
             x_proj = nn.Linear(inputs, 256);
             t_proj = nn.Linear(2, 256);
             hidden = nn.Linear(256, 128);
             head = nn.Linear(128, 1);
             RegisterComponents();
+            using var scope = NewDisposeScope();
+            using var noGrad = no_grad();
+            using var g = new Generator((ulong)seed);
+            foreach (var layer in new[] { x_proj, t_proj, hidden, head })
+            {
+                var bound = 1.0 / Math.Sqrt(layer.weight!.shape[1]);
+                foreach (var p in new[] { layer.weight!, layer.bias! })
+                {
+                    p.copy_(rand(p.shape, generator: g).mul_(Scalars.Of(2 * bound)).sub_(Scalars.Of(bound)));
+                }
+            }
         }
 
         public double Accuracy { get; set; }
+
+        /// <summary>The last training batch's loss (a fingerprint of the training run: equal runs give equal losses).</summary>
+        public double FinalLoss { get; set; }
 
         public Tensor Forward(Tensor x, Tensor timeFeatures) =>
             head.forward(F.silu(hidden.forward(F.silu(x_proj.forward(x.flatten(1)) + t_proj.forward(timeFeatures))))).squeeze(1);
@@ -445,7 +465,7 @@ public sealed class DiffusionBattery(DiffusionPipeline baseModel, DiffusionPipel
     {
         var world = ToyDiffusionTrainer.WorldOf(baseModel) ?? new ToyWorld(baseModel.DefaultSize);
         var side = world.Side;
-        var classifier = new LatentClassifier(3L * side * side);
+        var classifier = new LatentClassifier(3L * side * side, s.Seed * 7_919 + 4_243);
         var ac = tensor(baseModel.SchedulerConfig.AlphasCumprod());
         var r = new Pipelines.Models.Common.SeededRandom(s.Seed + 4242);
         using var optimizer = new StableAdamW(classifier.parameters(), 1e-3, weightDecay: 1e-3);
@@ -474,6 +494,10 @@ public sealed class DiffusionBattery(DiffusionPipeline baseModel, DiffusionPipel
             optimizer.zero_grad();
             loss.backward();
             optimizer.step();
+            if (step == s.ClassifierSteps - 1)
+            {
+                classifier.FinalLoss = loss.item<float>();
+            }
         }
         classifier.eval();
         using (NewDisposeScope())

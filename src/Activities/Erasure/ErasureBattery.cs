@@ -551,7 +551,7 @@ public sealed class ErasureBattery(ProbeKit b, ProbeKit erased, ConceptData data
         (double[] Final, double[] Curve) After(HookedTransformer model)
         {
             var kit = new ProbeKit(model, erased.Tokenizer);
-            using var optimizer = new StableAdamW(model.parameters(), settings.RelearnRate);
+            using var optimizer = new StableAdamW(model.parameters(), settings.RelearnRate, weightDecay: 0);
             var random = new Pipelines.Models.Common.SeededRandom(settings.Seed + 11);
             var curve = new List<double>();
             for (var s = 0; s <= settings.RelearnSteps; s++)
