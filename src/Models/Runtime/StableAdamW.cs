@@ -105,7 +105,7 @@ public sealed class StableAdamW : IDisposable
         }
     }
 
-    /// <summary>Restores a <see cref="Save"/>d state for the same parameters (same order and shapes), else throws.</summary>
+    /// <summary>Restores a <see cref="Save"/>d state for the same parameters (same order and shapes); else throws and changes nothing.</summary>
     public void Load(string path)
     {
         using var stream = File.OpenRead(path);
@@ -119,9 +119,10 @@ public sealed class StableAdamW : IDisposable
         {
             throw new InvalidDataException("the saved optimizer state is for a different model");
         }
-        using var scope = NewDisposeScope();
-        using var noGrad = no_grad();
-        foreach (var t in _m.Concat(_v))
+        // Read and check everything before touching the moments, so a refused file leaves the optimizer as it was.
+        var moments = _m.Concat(_v).ToList();
+        var read = new List<(float[] Data, long[] Shape)>();
+        foreach (var t in moments)
         {
             var shape = new long[reader.ReadInt32()];
             for (var i = 0; i < shape.Length; i++)
@@ -133,11 +134,15 @@ public sealed class StableAdamW : IDisposable
             {
                 throw new InvalidDataException("the saved optimizer state is for a different model");
             }
-            if (reader.Read(System.Runtime.InteropServices.MemoryMarshal.AsBytes(data.AsSpan())) != data.Length * sizeof(float))
-            {
-                throw new EndOfStreamException("the saved optimizer state is truncated");
-            }
-            t.copy_(tensor(data, shape));
+            // ReadExactly: a stream may return fewer bytes than asked before its end; at the end it throws EndOfStreamException.
+            reader.BaseStream.ReadExactly(System.Runtime.InteropServices.MemoryMarshal.AsBytes(data.AsSpan()));
+            read.Add((data, shape));
+        }
+        using var scope = NewDisposeScope();
+        using var noGrad = no_grad();
+        for (var i = 0; i < moments.Count; i++)
+        {
+            moments[i].copy_(tensor(read[i].Data, read[i].Shape));
         }
         _step = step;
     }

@@ -131,6 +131,13 @@ public sealed class StableAdamWTests
             // A state for other shapes is refused, not half-loaded.
             using var other = new StableAdamW([new Parameter(zeros(3, 3))], 1e-3);
             Assert.Throws<InvalidDataException>(() => other.Load(path));
+            // A truncated file is refused too.
+            using (var f = File.OpenWrite(path))
+            {
+                f.SetLength(f.Length - 8);
+            }
+            Assert.Throws<EndOfStreamException>(() => resumed.Load(path));
+            Assert.Equal(20, resumed.Steps); // unchanged: nothing of a refused file is applied
         }
         finally
         {
