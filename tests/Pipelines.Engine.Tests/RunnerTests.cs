@@ -128,6 +128,9 @@ public sealed class RunnerTests : IDisposable
         Assert.Equal(run.Steps[2].Outputs["train"].Digest, split["outputs"]!["train"]!["digest"]!.GetValue<string>());
         Assert.Equal(0.5, split["key"]!["inputs"]!["trainFraction"]!.GetValue<double>());
         Assert.True(File.Exists(Path.Combine(_ws.Store.RunsDirectory, run.RunId, "outputs", "report", "report.json")));
+        // What a bit-exact reproduction on another machine needs to match: the cores libtorch would use.
+        Assert.Equal(Environment.ProcessorCount, doc["host"]!["cpus"]!.GetValue<int>());
+        Assert.Equal(Environment.GetEnvironmentVariable("OMP_NUM_THREADS") is { Length: > 0 }, doc["host"]!.AsObject().ContainsKey("ompNumThreads"));
     }
 
     private sealed class ConcurrencyObserver : IRunObserver

@@ -37,12 +37,25 @@ public sealed class ExecutionEnvironment
         return obj;
     }
 
-    /// <summary>Descriptive facts for manifests and lock files (not part of keys).</summary>
-    public static JsonObject Describe() => new()
+    /// <summary>
+    /// Descriptive facts for manifests and lock files (not part of keys). <c>cpus</c> and <c>ompNumThreads</c> are
+    /// there because libtorch's intra-op width (the cores, or OMP_NUM_THREADS) changes how reductions split, so a
+    /// trained model matches another machine's to the bit only at the same width.
+    /// </summary>
+    public static JsonObject Describe()
     {
-        ["host"] = Environment.MachineName,
-        ["os"] = RuntimeInformation.OSDescription,
-        ["runtime"] = RuntimeInformation.FrameworkDescription,
-        ["pipelines"] = typeof(ExecutionEnvironment).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion ?? "unknown",
-    };
+        var described = new JsonObject
+        {
+            ["host"] = Environment.MachineName,
+            ["os"] = RuntimeInformation.OSDescription,
+            ["runtime"] = RuntimeInformation.FrameworkDescription,
+            ["pipelines"] = typeof(ExecutionEnvironment).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion ?? "unknown",
+            ["cpus"] = Environment.ProcessorCount,
+        };
+        if (Environment.GetEnvironmentVariable("OMP_NUM_THREADS") is { Length: > 0 } omp)
+        {
+            described["ompNumThreads"] = omp;
+        }
+        return described;
+    }
 }
