@@ -29,6 +29,20 @@ public sealed class StableAdamWTests
         return (nn.functional.linear(x, w, b) - y).pow(2).mean();
     }
 
+    /// <summary>Both optimisers take <paramref name="steps"/> steps on the same losses, each on its own copy of the model.</summary>
+    private static void Lockstep(optim.Optimizer reference, Parameter w1, Parameter b1, StableAdamW ours, Parameter w2, Parameter b2, int steps)
+    {
+        for (var step = 0; step < steps; step++)
+        {
+            reference.zero_grad();
+            Loss(w1, b1, step).backward();
+            reference.step();
+            ours.zero_grad();
+            Loss(w2, b2, step).backward();
+            ours.step();
+        }
+    }
+
     [Theory]
     [InlineData(1e-4)]
     [InlineData(0.0)]
@@ -39,15 +53,7 @@ public sealed class StableAdamWTests
         var (w2, b2) = Model(3);
         using var reference = weightDecay == 0 ? (optim.Optimizer)optim.Adam([w1, b1], lr: 3e-3) : optim.AdamW([w1, b1], lr: 3e-3, weight_decay: weightDecay);
         using var ours = new StableAdamW([w2, b2], 3e-3, weightDecay: weightDecay);
-        for (var step = 0; step < 25; step++)
-        {
-            reference.zero_grad();
-            Loss(w1, b1, step).backward();
-            reference.step();
-            ours.zero_grad();
-            Loss(w2, b2, step).backward();
-            ours.step();
-        }
+        Lockstep(reference, w1, b1, ours, w2, b2, 25);
         // The same operations in the same order: equal to the bit, so results trained before the switch still hold.
         Assert.Equal(0f, (w1 - w2).abs().max().item<float>());
         Assert.Equal(0f, (b1 - b2).abs().max().item<float>());
@@ -77,15 +83,7 @@ public sealed class StableAdamWTests
         var (w2, b2) = Model(4);
         using var reference = optim.Adam([w1, b1], lr: 0.01, weight_decay: 0.1);
         using var ours = new StableAdamW([w2, b2], 0.01, weightDecay: 0.1, coupledWeightDecay: true);
-        for (var step = 0; step < 25; step++)
-        {
-            reference.zero_grad();
-            Loss(w1, b1, step).backward();
-            reference.step();
-            ours.zero_grad();
-            Loss(w2, b2, step).backward();
-            ours.step();
-        }
+        Lockstep(reference, w1, b1, ours, w2, b2, 25);
         Assert.Equal(0f, (w1 - w2).abs().max().item<float>());
         Assert.Equal(0f, (b1 - b2).abs().max().item<float>());
     }
