@@ -78,7 +78,7 @@ public static class CausalBench
         {
             using var w = new TorchSharp.Modules.Parameter(randn(model.Config.DModel, 2), requires_grad: true);
             var logits = model.Forward(tIds, tMask);
-            (logits.mean() + w.sum()).backward();
+            logits.mean().Plus(w.sum()).backward();
         });
         Console.WriteLine($"Belief world, 2 layers, d = 64 (random weights); {batch.Count} patching pairs, {rows.Count} binding rows ({train.Count} train).");
         Console.WriteLine("| figure | value | ratio |");

@@ -82,7 +82,7 @@ public sealed class ActivationCollector(HookedTransformer model, ITextTokenizer 
             using (cache)
             {
                 var at = tensor(index, device: ids.device); // [n, P]
-                var rowsIndex = arange(chunk.Count, device: ids.device).unsqueeze(1).expand(chunk.Count, positions.Count);
+                var rowsIndex = Scalars.Range(chunk.Count, device: ids.device).unsqueeze(1).expand(chunk.Count, positions.Count);
                 var stacked = stack(names.Select(n => cache[n][rowsIndex, at]).ToArray(), 1); // [n, L, P, d]
                 parts.Add(stacked.to(ScalarType.Float32).cpu().MoveToOuterDisposeScope());
             }

@@ -34,7 +34,7 @@ public static class FeaturizerTraining
     {
         var (q, r) = linalg.qr(a, linalg.QRMode.Reduced);
         var sign = r.diagonal().sign();
-        sign = where(sign.eq(0), ones_like(sign), sign);
+        sign = where(sign.eq(Scalars.Int(0)), ones_like(sign), sign);
         return q * sign.unsqueeze(0);
     }
 
@@ -104,7 +104,7 @@ public static class FeaturizerTraining
                 optimizer.zero_grad();
                 boundaryOptimizer?.zero_grad();
                 var loss = runner.Loss(batch, batchSources, layer, position, basis, gate);
-                var objective = penalty is null ? loss : loss + penalty;
+                var objective = penalty is null ? loss : loss.Plus(penalty);
                 objective.backward();
                 optimizer.step();
                 boundaryOptimizer?.step();
@@ -155,15 +155,15 @@ public static class FeaturizerTraining
             case FeaturizerKind.Boundless:
             {
                 var temperature = 50 + (0.1 - 50) * progress; // annealed linearly from 50 to 0.1
-                var i = arange(d, dtype: ScalarType.Float32, device: boundary!.device);
-                var gate = (i / temperature).sigmoid() * ((boundary * d - i) / temperature).sigmoid();
-                return (rotation!.matmul(Cayley(x!)), gate, boundary * 1.0);
+                var i = Scalars.Range(d, dtype: ScalarType.Float32, device: boundary!.device);
+                var gate = i.Over(temperature).sigmoid() * (boundary.mul(Scalars.Int(d)) - i).Over(temperature).sigmoid();
+                return (rotation!.matmul(Cayley(x!)), gate, boundary.mul(Scalars.Of(1.0)));
             }
             default:
             {
                 var temperature = 1.0 + (0.01 - 1.0) * progress; // annealed linearly from 1 to 0.01
-                var gate = progress >= 1.0 ? mask!.gt(0).to(ScalarType.Float32) : (mask! / temperature).sigmoid();
-                return (fixedBasis!, gate, o.Sparsity > 0 ? gate.sum() * o.Sparsity : null);
+                var gate = progress >= 1.0 ? mask!.gt(Scalars.Int(0)).to(ScalarType.Float32) : mask!.Over(temperature).sigmoid();
+                return (fixedBasis!, gate, o.Sparsity > 0 ? gate.sum().Times(o.Sparsity) : null);
             }
         }
     }
@@ -174,7 +174,7 @@ public static class FeaturizerTraining
         var lower = x.tril(-1);
         var skew = lower - lower.t();
         var identity = eye(x.shape[0], device: x.device);
-        return linalg.solve(identity - skew / 2, identity + skew / 2);
+        return linalg.solve(identity - skew.div(Scalars.Int(2)), identity.Plus(skew.div(Scalars.Int(2))));
     }
 
     /// <summary>PCA components of the unit's base and source activations: W [d, min(N, d) − 1], orthonormal columns.</summary>

@@ -40,7 +40,7 @@ public sealed class InterchangeRunner(HookedTransformer model, ActivationCollect
                         index[r, j] = source[Math.Min(j, source.Length - 1)];
                     }
                 }
-                var rowsIndex = arange(chunk.Count, device: ids.device).unsqueeze(1).expand(chunk.Count, width);
+                var rowsIndex = Scalars.Range(chunk.Count, device: ids.device).unsqueeze(1).expand(chunk.Count, width);
                 parts.Add(cache[name][rowsIndex, tensor(index, device: ids.device)].to(ScalarType.Float32).MoveToOuterDisposeScope());
             }
         }
@@ -117,7 +117,7 @@ public sealed class InterchangeRunner(HookedTransformer model, ActivationCollect
             var (ids, mask) = collector.Pack(sequences.Cast<IReadOnlyList<int>>().ToList());
             var logits = Interventions.Run(model, ids, plan((int)ids.shape[1]), mask);
             var last = tensor(sequences.Select(q => (long)q.Count - 1).ToArray(), device: logits.device);
-            var next = logits[arange(prompts.Count, device: logits.device), last].argmax(-1).cpu().data<long>().ToArray();
+            var next = logits[Scalars.Range(prompts.Count, device: logits.device), last].argmax(-1).cpu().data<long>().ToArray();
             for (var r = 0; r < prompts.Count; r++)
             {
                 if (s < lengths[r])

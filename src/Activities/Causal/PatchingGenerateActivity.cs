@@ -1,3 +1,4 @@
+using Pipelines.Models.Runtime;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Pipelines.Activities.Data;
@@ -122,7 +123,7 @@ public sealed class PatchingGenerateActivity : Activity<PatchingGenerateActivity
             var (_, cache) = model.RunWithCache(sIds, names.Contains, sMask);
             using (cache)
             {
-                var rowIndex = arange(rows.Count, device: ids.device);
+                var rowIndex = Scalars.Range(rows.Count, device: ids.device);
                 var from = tensor(rows.Select(r => (long)r.From).ToArray(), device: ids.device);
                 var at = new bool[rows.Count, ids.shape[1]];
                 for (var r = 0; r < rows.Count; r++)
@@ -138,11 +139,11 @@ public sealed class PatchingGenerateActivity : Activity<PatchingGenerateActivity
         }
         var logits = Interventions.Run(model, ids, plan, mask);
         var last = tensor(rows.Select(r => (long)r.Target.Count - 1).ToArray(), device: ids.device);
-        var next = logits[arange(rows.Count, device: ids.device), last].to(ScalarType.Float32);
+        var next = logits[Scalars.Range(rows.Count, device: ids.device), last].to(ScalarType.Float32);
         var probabilities = F.softmax(next, -1);
         var expected = tensor(rows.Select(r => (long)r.Expected).ToArray(), device: ids.device);
         var p = probabilities.gather(1, expected.unsqueeze(1)).mean().item<float>();
-        var tempered = F.softmax(next / temperature, -1).cpu().to(ScalarType.Float64);
+        var tempered = F.softmax(next.Over(temperature), -1).cpu().to(ScalarType.Float64);
         var hits = 0;
         for (var r = 0; r < rows.Count; r++)
         {

@@ -121,9 +121,9 @@ public sealed class PatchingSweep(HookedTransformer model)
                 throw new ActivityException("positions: spans needs rows with \"spans\" and \"length\" (apply a schema with schema.generate), or use positions: all");
             }
             var spans = batch.Spans;
-            return (batch.SpanTitles.ToList(), batch.SpanTitles.Select((_, s) => (Func<int, int, Tensor>?)((start, n) => spans[TensorIndex.Slice(start, start + n), s].gt(0.5))).ToList<Func<int, int, Tensor>?>());
+            return (batch.SpanTitles.ToList(), batch.SpanTitles.Select((_, s) => (Func<int, int, Tensor>?)((start, n) => spans[TensorIndex.Slice(start, start + n), s].gt(Scalars.Of(0.5)))).ToList<Func<int, int, Tensor>?>());
         }
-        var lengths = (batch.Last + 1).data<long>().Distinct().ToList();
+        var lengths = batch.Last.Plus(Scalars.Int(1)).data<long>().Distinct().ToList();
         if (lengths.Count != 1)
         {
             throw new ActivityException($"positions: all needs prompts of one length, so that a column means one position; these have {string.Join(", ", lengths.Order())} tokens. Apply a schema (schema.generate) and use positions: spans");
@@ -133,7 +133,7 @@ public sealed class PatchingSweep(HookedTransformer model)
         var labels = first.Select((tok, t) => $"{Clip(tok)}_{t}").ToList();
         var total = batch.Clean.shape[1];
         return (labels, Enumerable.Range(0, width).Select(t => (Func<int, int, Tensor>?)((start, n) =>
-            arange(total, device: batch.Clean.device).eq(t).unsqueeze(0).expand(n, total))).ToList<Func<int, int, Tensor>?>());
+            Scalars.Range(total, device: batch.Clean.device).eq(Scalars.Int(t)).unsqueeze(0).expand(n, total))).ToList<Func<int, int, Tensor>?>());
     }
 
     private static string Clip(string token)

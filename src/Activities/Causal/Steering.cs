@@ -126,7 +126,7 @@ public static class Steering
         var (ids, mask) = collector.Pack(prompts.Select(p => p.Ids).ToList());
         var (nIds, nMask) = collector.Pack(neutral);
         var last = tensor(prompts.Select(p => (long)p.Ids.Count - 1).ToArray(), device: ids.device);
-        var rows = arange(prompts.Count, device: ids.device);
+        var rows = Scalars.Range(prompts.Count, device: ids.device);
         var target = tensor(prompts.Select(p => (long)p.Target).ToArray(), device: ids.device);
         var foil = prompts.All(p => p.Foil is not null) ? tensor(prompts.Select(p => (long)p.Foil!.Value).ToArray(), device: ids.device) : null;
         var clean = F.log_softmax(model.Forward(nIds, nMask), -1);

@@ -42,8 +42,8 @@ public sealed class Ablation
             var weights = mask.to(values.dtype).unsqueeze(-1).unsqueeze(-1); // [n, T, 1, 1]
             var s = kind == AblationKind.Mean ? (values * weights).sum([0L, 1L]) : (values * weights).sum(0L);
             var c = kind == AblationKind.Mean ? weights.sum() : weights.sum(0L); // scalar or [T, 1, 1]
-            sum = sum is null ? s.MoveToOuterDisposeScope() : (sum + s).MoveToOuterDisposeScope();
-            count = count is null ? c.MoveToOuterDisposeScope() : (count + c).MoveToOuterDisposeScope();
+            sum = sum is null ? s.MoveToOuterDisposeScope() : sum.Plus(s).MoveToOuterDisposeScope();
+            count = count is null ? c.MoveToOuterDisposeScope() : count.Plus(c).MoveToOuterDisposeScope();
         }
         if (kind == AblationKind.MeanPositional && count!.min().item<float>() == 0)
         {

@@ -117,7 +117,7 @@ public sealed class AttributeActivity : Activity<AttributeActivity.Input>
                     AttributionMethod.CleanCorrupted => attribution.CleanCorrupted(clean, corrupted, Loss, mask),
                     _ => attribution.ExactAblated(clean, ablation.Values(new CircuitRun(model, graph), clean, corrupted, mask), Loss, mask),
                 };
-                total.add_(scores.to(ScalarType.Float32).mul(Scalars.Of((double)n / batch.Count)));
+                total.PlusInPlace(scores.to(ScalarType.Float32).Times((double)n / batch.Count));
                 context.Report((double)(start + n) / batch.Count, $"{start + n} of {batch.Count} pairs");
             }
             var info = new JsonObject

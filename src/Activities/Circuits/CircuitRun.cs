@@ -35,15 +35,15 @@ public sealed class CircuitRun(HookedTransformer model, ComputationGraph graph)
                 var first = graph.HeadInputIndex(layer, 0, qkv);
                 var prev = graph.PrevIndex(first);
                 var mask = outOf[..prev, first..(first + graph.Heads)]; // [prev, H]
-                hooks.Add((HookNames.Input(layer, qkv), (x, _) => x + einsum("btfd,fh->bthd", delta[.., .., ..prev], mask)));
+                hooks.Add((HookNames.Input(layer, qkv), (x, _) => x.Plus(einsum("btfd,fh->bthd", delta[.., .., ..prev], mask))));
             }
             var mlp = graph.MlpInputIndex(layer);
             var mlpPrev = graph.PrevIndex(mlp);
             var mlpMask = outOf[..mlpPrev, mlp];
-            hooks.Add((HookNames.MlpIn(layer), (x, _) => x + einsum("btfd,f->btd", delta[.., .., ..mlpPrev], mlpMask)));
+            hooks.Add((HookNames.MlpIn(layer), (x, _) => x.Plus(einsum("btfd,f->btd", delta[.., .., ..mlpPrev], mlpMask))));
         }
         var logitsMask = outOf[.., graph.LogitsIndex];
-        hooks.Add((HookNames.ResidPost(graph.Layers - 1), (x, _) => x + einsum("btfd,f->btd", delta, logitsMask)));
+        hooks.Add((HookNames.ResidPost(graph.Layers - 1), (x, _) => x.Plus(einsum("btfd,f->btd", delta, logitsMask))));
         return model.RunWithHooks(clean, hooks, attentionMask, Split).MoveToOuterDisposeScope();
     }
 
@@ -87,7 +87,7 @@ public sealed class CircuitRun(HookedTransformer model, ComputationGraph graph)
     /// <summary>Logit difference logit[correct] − logit[incorrect] at each row's last real position: [B].</summary>
     public static Tensor LogitDifference(Tensor logits, Tensor lastPosition, Tensor correct, Tensor incorrect)
     {
-        var rows = arange(Scalars.Int(logits.shape[0]), device: logits.device);
+        var rows = Scalars.Range(logits.shape[0], device: logits.device);
         var last = logits[rows, lastPosition];
         return last.gather(1, correct.view(-1, 1)).squeeze(1) - last.gather(1, incorrect.view(-1, 1)).squeeze(1);
     }

@@ -219,9 +219,9 @@ public sealed class CounterfactualBatch : IDisposable
             {
                 return CircuitRun.LogitDifference(logits, last, correct, incorrect);
             }
-            var rows = arange(Scalars.Int(logits.shape[0]), device: logits.device);
+            var rows = Scalars.Range(logits.shape[0], device: logits.device);
             var probs = F.softmax(logits[rows, last], -1).index_select(1, tensor(years, device: logits.device)); // [n, 100]
-            var above = arange(Scalars.Int(100), device: logits.device).unsqueeze(0).gt(tensor(labels.Select(l => (long)l).ToArray(), device: logits.device).unsqueeze(1));
+            var above = Scalars.Range(100, device: logits.device).unsqueeze(0).gt(tensor(labels.Select(l => (long)l).ToArray(), device: logits.device).unsqueeze(1));
             return where(above, probs, probs.neg()).sum(-1);
         }
         return (Clean[range], Corrupted[range], Mask[range], PerExample);
@@ -233,7 +233,7 @@ public sealed class CounterfactualBatch : IDisposable
     /// </summary>
     public void UsePositionsAsSpans(int first)
     {
-        var lengths = (Last + 1).data<long>().Distinct().ToList();
+        var lengths = Last.Plus(Scalars.Int(1)).data<long>().Distinct().ToList();
         if (lengths.Count != 1)
         {
             throw new ActivityException($"per-position scores need examples of one length; these have {string.Join(", ", lengths.Order())} tokens. Apply a schema (schema.generate) and use positional: spans");

@@ -1,3 +1,4 @@
+using Pipelines.Models.Runtime;
 using Pipelines.Models.Transformer;
 using static TorchSharp.torch;
 
@@ -60,7 +61,7 @@ public sealed class EdgeAttribution(HookedTransformer model, ComputationGraph gr
                 var alpha = Pipelines.Models.Runtime.Scalars.Of(1 - (double)k / steps); // the shift's weight, 1 − α
                 var shift = (corruptValues[.., .., slots] - cleanValues[.., .., slots]).mul(alpha);
                 using var capture = new GradientCapture(model, names);
-                using var move = model.Hook(hook).Add((x, _) => k == steps ? null : x + shift);
+                using var move = model.Hook(hook).Add((x, _) => k == steps ? null : x.Plus(shift));
                 using (enable_grad())
                 {
                     loss(model.Forward(clean, attentionMask, options: Split)).backward();
@@ -68,7 +69,7 @@ public sealed class EdgeAttribution(HookedTransformer model, ComputationGraph gr
                 foreach (var name in names)
                 {
                     var g = capture.GradOrZero(name).detach().clone();
-                    grads[name] = grads.TryGetValue(name, out var sum) ? (sum + g).MoveToOuterDisposeScope() : g.MoveToOuterDisposeScope();
+                    grads[name] = grads.TryGetValue(name, out var sum) ? sum.Plus(g).MoveToOuterDisposeScope() : g.MoveToOuterDisposeScope();
                 }
                 model.zero_grad();
             }
@@ -106,7 +107,7 @@ public sealed class EdgeAttribution(HookedTransformer model, ComputationGraph gr
         {
             using var step = NewDisposeScope();
             using var capture = new GradientCapture(model, names);
-            var interpolated = embedCorrupt + (embedClean - embedCorrupt).mul(Pipelines.Models.Runtime.Scalars.Of(alpha));
+            var interpolated = embedCorrupt.Plus((embedClean - embedCorrupt).mul(Scalars.Of(alpha)));
             // A leaf that requires grad: on models without learned positions nothing else upstream of layer 0 does.
             using var embed = model.Hook("hook_embed").Add((_, _) => alpha == 1.0 ? null : interpolated.detach().requires_grad_(true));
             using (enable_grad())
@@ -117,7 +118,7 @@ public sealed class EdgeAttribution(HookedTransformer model, ComputationGraph gr
             foreach (var name in names)
             {
                 var g = capture.GradOrZero(name).detach().clone();
-                grads[name] = grads.TryGetValue(name, out var sum) ? (sum + g).MoveToOuterDisposeScope() : g.MoveToOuterDisposeScope();
+                grads[name] = grads.TryGetValue(name, out var sum) ? sum.Plus(g).MoveToOuterDisposeScope() : g.MoveToOuterDisposeScope();
             }
             model.zero_grad();
         }

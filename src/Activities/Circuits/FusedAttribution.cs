@@ -110,7 +110,7 @@ public sealed class FusedAttribution(HookedTransformer model, ComputationGraph g
                     {
                         h = h - h.mean([-1L], keepdim: true);
                     }
-                    var scale = h.square().mean([-1L], keepdim: true).add(Scalars.Of(cfg.NormEps)).sqrt();
+                    var scale = h.Squared().mean([-1L], keepdim: true).Plus(Scalars.Of(cfg.NormEps)).sqrt();
                     normalized[layer] = (h / scale).DetachFromDisposeScope();
                     scales[layer] = scale.DetachFromDisposeScope();
                     return null;
@@ -122,7 +122,7 @@ public sealed class FusedAttribution(HookedTransformer model, ComputationGraph g
             }
             removers.Add(model.Hook("hook_embed").Add((x, _) => alpha == 1.0
                 ? x.detach().requires_grad_(true)
-                : (star.Embed! + (x.detach() - star.Embed!).mul(Scalars.Of(alpha))).requires_grad_(true)));
+                : star.Embed!.Plus((x.detach() - star.Embed!).mul(Scalars.Of(alpha))).requires_grad_(true)));
             try
             {
                 using (enable_grad())
@@ -154,14 +154,14 @@ public sealed class FusedAttribution(HookedTransformer model, ComputationGraph g
                 flat = delta.view(graph.NForward, -1).to(store).MoveToOuterDisposeScope();
             }
             var post = Tail(capture.GradOrZero(HookNames.ResidPost(graph.Layers - 1)).detach()).to(wide).reshape(-1);
-            logitsGrad = logitsGrad is null ? post.clone().MoveToOuterDisposeScope() : logitsGrad.add_(post);
+            logitsGrad = logitsGrad is null ? post.clone().MoveToOuterDisposeScope() : logitsGrad.PlusInPlace(post);
             for (var l = 0; l < graph.Layers; l++)
             {
                 using var layerScope = NewDisposeScope();
                 var (scaled, c2, mlpGrad) = RunTerms(l, capture, scales[l]!, wide, Tail);
                 // Detached from the per-run scopes; disposed after the final GEMMs.
                 sums[l] = sums[l] is null ? (scaled.DetachFromDisposeScope(), mlpGrad.clone().DetachFromDisposeScope())
-                    : (sums[l]!.Value.Grads.add_(scaled), sums[l]!.Value.Mlp.add_(mlpGrad));
+                    : (sums[l]!.Value.Grads.PlusInPlace(scaled), sums[l]!.Value.Mlp.PlusInPlace(mlpGrad));
                 xTerms[l].Add((Tail(normalized[l]!).contiguous().DetachFromDisposeScope(), c2.DetachFromDisposeScope()));
                 normalized[l]!.Dispose();
                 scales[l]!.Dispose();
@@ -255,7 +255,7 @@ public sealed class FusedAttribution(HookedTransformer model, ComputationGraph g
             var constant = bias?.detach().to(wide) ?? zeros(weight.shape[0], weight.shape[2], dtype: wide, device: weight.device);
             if (norm.b is not null)
             {
-                constant = constant + einsum("d,hde->he", norm.b.detach().to(wide), weight.detach().to(wide));
+                constant = constant.Plus(einsum("d,hde->he", norm.b.detach().to(wide), weight.detach().to(wide)));
             }
             c2.Add(einsum("bthe,bthe->hbt", g, projected - constant).div(Scalars.Of(d)));
         }

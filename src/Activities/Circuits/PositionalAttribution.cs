@@ -20,8 +20,8 @@ public sealed class PositionalScores : IDisposable
     {
         foreach (var s in Statistics)
         {
-            NonCrossing[s].add_(other.NonCrossing[s]);
-            Crossing[s].add_(other.Crossing[s]);
+            NonCrossing[s].PlusInPlace(other.NonCrossing[s]);
+            Crossing[s].PlusInPlace(other.Crossing[s]);
         }
     }
 
@@ -183,9 +183,9 @@ public sealed class PositionalAttribution(HookedTransformer model, ComputationGr
     public static Tensor Coefficient(Tensor a, Tensor delta)
     {
         var m = delta.expm1();
-        var low = a * m / (a * m + Scalars.Of(1));
+        var low = a * m / (a * m).Plus(Scalars.Of(1));
         var e = delta.neg().exp();
-        var high = a * (e.neg() + Scalars.Of(1)) / ((a.neg() + Scalars.Of(1)) * e + a);
+        var high = a * e.OneMinus() / (a.OneMinus() * e).Plus(a);
         return where(delta.gt(Scalars.Of(0)), high, low);
     }
 }

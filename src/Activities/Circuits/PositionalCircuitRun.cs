@@ -1,3 +1,4 @@
+using Pipelines.Models.Runtime;
 using Pipelines.Models.Transformer;
 using static TorchSharp.torch;
 
@@ -78,11 +79,11 @@ public sealed class PositionalCircuitRun(HookedTransformer model, ComputationGra
             {
                 var dest = graph.HeadInputIndex(l, 0, qkv);
                 var prev = graph.PrevIndex(dest);
-                hooks.Add((HookNames.Input(l, qkv), (x, _) => x + einsum("btfd,btfh->bthd", delta[.., .., ..prev], outOf[.., .., ..prev, dest..(dest + graph.Heads)])));
+                hooks.Add((HookNames.Input(l, qkv), (x, _) => x.Plus(einsum("btfd,btfh->bthd", delta[.., .., ..prev], outOf[.., .., ..prev, dest..(dest + graph.Heads)]))));
             }
             var mlp = graph.MlpInputIndex(l);
             var mlpPrev = graph.PrevIndex(mlp);
-            hooks.Add((HookNames.MlpIn(l), (x, _) => x + einsum("btfd,btf->btd", delta[.., .., ..mlpPrev], outOf[.., .., ..mlpPrev, mlp])));
+            hooks.Add((HookNames.MlpIn(l), (x, _) => x.Plus(einsum("btfd,btf->btd", delta[.., .., ..mlpPrev], outOf[.., .., ..mlpPrev, mlp]))));
             hooks.Add((HookNames.Pattern(l), (x, _) => { patterns[layer] = x; return null; }));
             hooks.Add((HookNames.V(l), (x, _) => { values[layer] = Expand(x); return null; }));
             var heads = TensorIndex.Slice(l * graph.Heads, (l + 1) * graph.Heads);
@@ -91,10 +92,10 @@ public sealed class PositionalCircuitRun(HookedTransformer model, ComputationGra
                 var w = crossOut[.., heads]; // [B,H,T,T′]
                 var swap = einsum("bhtu,buhe->bthe", w * ablated.Patterns[layer], ablated.Values[layer])
                     - einsum("bhtu,buhe->bthe", w * patterns[layer]!, values[layer]!);
-                return z + swap.to(z.dtype);
+                return z.Plus(swap.to(z.dtype));
             }));
         }
-        hooks.Add((HookNames.ResidPost(graph.Layers - 1), (x, _) => x + einsum("btfd,btf->btd", delta, outOf[.., .., .., graph.LogitsIndex])));
+        hooks.Add((HookNames.ResidPost(graph.Layers - 1), (x, _) => x.Plus(einsum("btfd,btf->btd", delta, outOf[.., .., .., graph.LogitsIndex]))));
         return model.RunWithHooks(clean, hooks, mask, Split).MoveToOuterDisposeScope();
     }
 }

@@ -1,3 +1,4 @@
+using Pipelines.Models.Runtime;
 using static TorchSharp.torch;
 
 namespace Pipelines.Activities.Circuits;
@@ -15,9 +16,9 @@ public static class ScoreAgreement
         var x = a.flatten().to(ScalarType.Float64).cpu();
         var y = b.flatten().to(ScalarType.Float64).cpu();
         Tensor Ranks(Tensor v) => v.abs().argsort().argsort().to(ScalarType.Float64);
-        var rx = Ranks(x) - (x.shape[0] - 1) / 2.0;
-        var ry = Ranks(y) - (y.shape[0] - 1) / 2.0;
-        var rho = (rx * ry).sum() / (rx.square().sum().sqrt() * ry.square().sum().sqrt());
+        var rx = Ranks(x).Minus((x.shape[0] - 1) / 2.0);
+        var ry = Ranks(y).Minus((y.shape[0] - 1) / 2.0);
+        var rho = (rx * ry).sum() / (rx.Squared().sum().sqrt() * ry.Squared().sum().sqrt());
         var top = x.abs().topk(Math.Min(k, (int)x.shape[0])).indexes;
         var error = ((y[top] - x[top]).abs() / x[top].abs()).max();
         return (rho.item<double>(), error.item<double>());

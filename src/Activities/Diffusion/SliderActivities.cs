@@ -1,3 +1,4 @@
+using Pipelines.Models.Runtime;
 using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Nodes;
@@ -304,7 +305,7 @@ public sealed class SliderApplyActivity : Activity<SliderApplyActivity.Input>
                 for (var j = 0; j < input.Scales.Count; j++)
                 {
                     using var scope = NewDisposeScope();
-                    var o = scorer.Forward(sheets[j].clamp(-1, 1));
+                    var o = scorer.Forward(sheets[j].clamp(Scalars.Int(-1), Scalars.Int(1)));
                     var shapes = o.ShapeLogits.argmax(1).data<long>().ToArray();
                     var colours = o.ColourLogits.argmax(1).data<long>().ToArray();
                     var size = o.Size.mean().item<float>();

@@ -320,14 +320,14 @@ public sealed class DiffusionBattery(DiffusionPipeline baseModel, DiffusionPipel
                 using var step = NewDisposeScope();
                 var t = (int)sch.Timesteps[i];
                 var a = ac[t];
-                var noised = known * Math.Sqrt(a) + Noise(m, rows, 1000 + i) * Math.Sqrt(1 - a);
-                x = mask * x + (1 - mask) * noised;
+                var noised = known.Times(Math.Sqrt(a)).Plus(Noise(m, rows, 1000 + i).Times(Math.Sqrt(1 - a)));
+                x = (mask * x).Plus(mask.OneMinus() * noised);
                 var eps = m.PredictNoise(x, t, u, c, s.Guidance);
                 x = sch.Step(eps, i, x).Prev.MoveToOuterDisposeScope();
             }
-            var image = m.Decode(mask * x + (1 - mask) * known);
+            var image = m.Decode((mask * x).Plus(mask.OneMinus() * known));
             // Score the regenerated centre alone: outside it, the background.
-            return (mask * image + (1 - mask) * 0.1).MoveToOuterDisposeScope();
+            return (mask * image).Plus(mask.OneMinus().mul(Scalars.Of(0.1))).MoveToOuterDisposeScope();
         }
         using var e = Fill(erased);
         var bh = BaseSide("inpainting", () =>
@@ -458,7 +458,7 @@ public sealed class DiffusionBattery(DiffusionPipeline baseModel, DiffusionPipel
         public double FinalLoss { get; set; }
 
         public Tensor Forward(Tensor x, Tensor timeFeatures) =>
-            head.forward(F.silu(hidden.forward(F.silu(x_proj.forward(x.flatten(1)) + t_proj.forward(timeFeatures))))).squeeze(1);
+            head.forward(F.silu(hidden.forward(F.silu(x_proj.forward(x.flatten(1)).Plus(t_proj.forward(timeFeatures)))))).squeeze(1);
     }
 
     private LatentClassifier TrainLatentClassifier()
@@ -469,7 +469,7 @@ public sealed class DiffusionBattery(DiffusionPipeline baseModel, DiffusionPipel
         var ac = tensor(baseModel.SchedulerConfig.AlphasCumprod());
         var r = new Pipelines.Models.Common.SeededRandom(s.Seed + 4242);
         using var optimizer = new StableAdamW(classifier.parameters(), 1e-3, weightDecay: 1e-3);
-        Tensor Features(Tensor t) => stack([ac.index_select(0, t).sqrt(), ac.index_select(0, t).neg().add(Scalars.Of(1.0)).sqrt()], 1);
+        Tensor Features(Tensor t) => stack([ac.index_select(0, t).sqrt(), ac.index_select(0, t).OneMinus().sqrt()], 1);
         (Tensor X, Tensor T, Tensor Y) Batch(int n, long seed)
         {
             var items = Enumerable.Range(0, n).Select(i => i % 2 == 0
@@ -480,7 +480,7 @@ public sealed class DiffusionBattery(DiffusionPipeline baseModel, DiffusionPipel
             var u = rand([x0.shape[0]], generator: g);
             var t = u.pow(Scalars.Of(1.0 / 3)).mul(Scalars.Of(999)).floor().to(ScalarType.Int64);
             var a = ac.index_select(0, t).view(-1, 1, 1, 1);
-            var xt = a.sqrt() * x0 + a.neg().add(Scalars.Of(1.0)).sqrt() * randn(x0.shape, generator: g);
+            var xt = (a.sqrt() * x0).Plus(a.OneMinus().sqrt() * randn(x0.shape, generator: g));
             var y = tensor(items.Select(i => (concept.Factor == "shape" ? i.Shape : i.Colour) == concept.Index ? 1f : 0f).ToArray()).repeat(7);
             return (xt, Features(t), y);
         }
@@ -583,7 +583,7 @@ public sealed class DiffusionBattery(DiffusionPipeline baseModel, DiffusionPipel
                 var t = randint(0, m.SchedulerConfig.NumTrainTimesteps, [16], generator: g);
                 var noise = randn(x0.shape, generator: g);
                 var a = ac.index_select(0, t).view(-1, 1, 1, 1);
-                var xt = a.sqrt() * x0 + a.neg().add(Scalars.Of(1.0)).sqrt() * noise;
+                var xt = (a.sqrt() * x0).Plus(a.OneMinus().sqrt() * noise);
                 var chosen = idx.data<long>().Select(i => (int)i).ToArray();
                 var ctx = EncodeWith(m, chosen.Select(i => prompts[i]).ToList(), (e, _) => Replace(e, chosen.Select(i => positions[i]).ToArray(), v));
                 var loss = F.mse_loss(m.Unet.Forward(xt, t, ctx), noise);
@@ -651,7 +651,7 @@ public sealed class DiffusionBattery(DiffusionPipeline baseModel, DiffusionPipel
         {
             var table = m.TextEncoder.TokenEmbedding.detach();
             var vocab = table.shape[0];
-            var logits = new TorchSharp.Modules.Parameter(full(s.PrefixTokens, vocab, 1.0 / vocab), true);
+            var logits = new TorchSharp.Modules.Parameter(full(s.PrefixTokens, vocab, Scalars.Of(1.0 / vocab)), true);
             using var optimizer = new StableAdamW([logits], 0.01, weightDecay: 0.1, coupledWeightDecay: true);
             var ac = tensor(m.SchedulerConfig.AlphasCumprod());
             Tensor Prefixed(Tensor onehots, IReadOnlyList<string> ps) => EncodeWith(m, ps, (e, len) =>
@@ -666,15 +666,15 @@ public sealed class DiffusionBattery(DiffusionPipeline baseModel, DiffusionPipel
                 using var scope = NewDisposeScope();
                 using var g = new Generator((ulong)(s.Seed * 17 + step));
                 var soft = logits.clamp(Scalars.Of(0.0), Scalars.Of(1.0));
-                var sampled = multinomial(soft.detach() + 1e-12, 1, generator: g).squeeze(1);
+                var sampled = multinomial(soft.detach().Plus(Scalars.Of(1e-12)), 1, generator: g).squeeze(1);
                 var hard = F.one_hot(sampled, vocab).to(ScalarType.Float32);
-                var onehots = hard + soft - soft.detach();
+                var onehots = hard.Plus(soft) - soft.detach();
                 var idx = randint(0, rows.Count, [8], generator: g);
                 var x0 = m.EncodeImage(images.index_select(0, idx));
                 var t = randint(0, m.SchedulerConfig.NumTrainTimesteps, [8], generator: g);
                 var noise = randn(x0.shape, generator: g);
                 var a = ac.index_select(0, t).view(-1, 1, 1, 1);
-                var xt = a.sqrt() * x0 + a.neg().add(Scalars.Of(1.0)).sqrt() * noise;
+                var xt = (a.sqrt() * x0).Plus(a.OneMinus().sqrt() * noise);
                 var ctx = Prefixed(onehots, idx.data<long>().Select(i => prompts[(int)i]).ToList());
                 var loss = F.mse_loss(m.Unet.Forward(xt, t, ctx), noise);
                 optimizer.zero_grad();
@@ -714,11 +714,11 @@ public sealed class DiffusionBattery(DiffusionPipeline baseModel, DiffusionPipel
     {
         var n = rows.shape[1];
         var sorted = rows.sort(1, descending: true).Values;
-        var cssv = sorted.cumsum(1) - 1;
-        var ind = arange(1, n + 1, ScalarType.Float32).unsqueeze(0);
+        var cssv = sorted.cumsum(1).sub(Scalars.Int(1));
+        var ind = Scalars.Range(1, n + 1, ScalarType.Float32).unsqueeze(0);
         var cond = (sorted - cssv / ind).gt(Scalars.Of(0.0));
         var rho = cond.to(ScalarType.Float32).mul(ind).argmax(1, keepdim: true);
-        var theta = cssv.gather(1, rho) / (rho.to(ScalarType.Float32) + 1);
+        var theta = cssv.gather(1, rho) / rho.to(ScalarType.Float32).Plus(Scalars.Int(1));
         rows.copy_((rows - theta).clamp_min(Scalars.Of(0.0)));
     }
 

@@ -213,7 +213,7 @@ public sealed class ErasureBattery(ProbeKit b, ProbeKit erased, ConceptData data
                 {
                     n++;
                     using var generator = new torch.Generator((ulong)(settings.Seed * 7919 + n), erased.Model.W_E.device);
-                    using var hook = sigma == 0 ? null : erased.Model.Hook(SteerSite).Add((x, _) => x + randn(x.shape, generator: generator, device: x.device).to(x.dtype) * Scalars.Of(sigma * rms));
+                    using var hook = sigma == 0 ? null : erased.Model.Hook(SteerSite).Add((x, _) => x.Plus(randn(x.shape, generator: generator, device: x.device).to(x.dtype) * Scalars.Of(sigma * rms)));
                     var hits = erased.Open(HeldOut, data.Ask, ProbeKit.Greedy with { Temperature = t, TopP = p, Seed = settings.Seed + n }).AsDoubles();
                     for (var i = 0; i < hits.Length; i++)
                     {
@@ -334,7 +334,7 @@ public sealed class ErasureBattery(ProbeKit b, ProbeKit erased, ConceptData data
         using var generator = new torch.Generator((ulong)settings.Seed + 17);
         // Start from the embedding of a sentence end, so the untrained prompt reads as neutral text.
         var start = Neutral(erased) is { } neutral ? model.W_E.detach()[neutral] : model.W_E.detach().mean([0]);
-        var soft = new TorchSharp.Modules.Parameter(start.unsqueeze(0).repeat(m, 1) + randn([m, model.Config.DModel], generator: generator).to(model.W_E.device) * Scalars.Of(0.01), requires_grad: true);
+        var soft = new TorchSharp.Modules.Parameter(start.unsqueeze(0).repeat(m, 1).Plus(randn([m, model.Config.DModel], generator: generator).to(model.W_E.device) * Scalars.Of(0.01)), requires_grad: true);
         var slot = AnswerRows(erased, train.Take(1).ToList(), placeholder).Slots[0];
         var batches = new Pipelines.Models.Common.SeededRandom(settings.Seed + 19);
         using var optimizer = new StableAdamW([soft], 0.02, weightDecay: 0);
@@ -402,7 +402,7 @@ public sealed class ErasureBattery(ProbeKit b, ProbeKit erased, ConceptData data
         var current = Loss(prefix);
         var start = current;
         var allowedMask = zeros((int)model.Config.DVocab, dtype: ScalarType.Bool, device: model.W_E.device);
-        allowedMask.index_fill_(0, tensor(allowed.Select(a => (long)a).ToArray(), device: model.W_E.device), true);
+        allowedMask.index_fill_(0, tensor(allowed.Select(a => (long)a).ToArray(), device: model.W_E.device), Scalars.Bool(true));
         for (var iteration = 0; iteration < settings.PrefixSteps; iteration++)
         {
             using var scope = NewDisposeScope();
@@ -479,7 +479,7 @@ public sealed class ErasureBattery(ProbeKit b, ProbeKit erased, ConceptData data
         foreach (var s in settings.SteeringScales)
         {
             double[] hits;
-            using (erased.Model.Hook(SteerSite).Add((h, _) => h + direction.to(h.dtype) * Scalars.Of(s * rms / 4)))
+            using (erased.Model.Hook(SteerSite).Add((h, _) => h.Plus(direction.to(h.dtype) * Scalars.Of(s * rms / 4))))
             {
                 hits = erased.Open(HeldOut, data.Ask).AsDoubles();
             }

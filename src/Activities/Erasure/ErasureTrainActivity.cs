@@ -153,7 +153,7 @@ public sealed class ErasureTrainActivity : Activity<ErasureTrainActivity.Input>
             using var scope = NewDisposeScope();
             optimizer.zero_grad();
             var terms = trainer.Loss(step);
-            var total = terms.Values.Aggregate((a, b) => a + b);
+            var total = terms.Values.Aggregate((a, b) => a.Plus(b));
             total.backward();
             optimizer.step();
             if (step % 10 == 0 || step == 1 || step == input.Steps)
@@ -378,7 +378,7 @@ internal sealed class ErasureObjectives(HookedTransformer model, HookedTransform
             {
                 using var scope = NewDisposeScope();
                 Tensor Last(List<int> ids) => F.log_softmax(frozen.Forward(tensor(ids.Select(x => (long)x).ToArray(), device: model.W_E.device).unsqueeze(0))[0, -1], -1);
-                var logits = Last([.. prompt, .. generated]) + Scalars.Of(3.0) * (Last([.. Bos(), .. novice, .. generated]) - Last([.. Bos(), .. expert, .. generated]));
+                var logits = Last([.. prompt, .. generated]).Plus(Scalars.Of(3.0) * (Last([.. Bos(), .. novice, .. generated]) - Last([.. Bos(), .. expert, .. generated])));
                 var next = (int)logits.argmax().item<long>();
                 if (next == tokenizer.EosId)
                 {

@@ -41,7 +41,7 @@ public static class McqScorer
             }).ToList();
             var logits = model.Forward(RightPadded(rows).to(device));
             var last = tensor(rows.Select(r => (long)r.Count - 1).ToArray()).to(device);
-            var at = logits[arange(rows.Count, device: device), last]; // [B, V]
+            var at = logits[Scalars.Range(rows.Count, device: device), last]; // [B, V]
             var options = at.index_select(1, tensor(letters.Select(l => (long)l).ToArray()).to(device));
             var best = options.argmax(1).cpu().data<long>().ToArray();
             for (var b = 0; b < rows.Count; b++)

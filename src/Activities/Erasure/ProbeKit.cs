@@ -169,7 +169,7 @@ public sealed class ProbeKit(HookedTransformer model, ITextTokenizer tokenizer)
             using (cache)
             {
                 var last = tensor(rows.Select(r => (long)r.Count - 1).ToArray(), device: model.W_E.device);
-                var index = arange(rows.Count, device: model.W_E.device);
+                var index = Scalars.Range(rows.Count, device: model.W_E.device);
                 var stacked = stack(names.Select(n => cache[n][index, last]).ToArray(), 1).to(ScalarType.Float32).cpu();
                 parts.Add(stacked.MoveToOuterDisposeScope());
             }
@@ -278,12 +278,12 @@ public sealed class LinearProbe
         {
             using var step = NewDisposeScope();
             optimizer.zero_grad();
-            var loss = F.cross_entropy(x.matmul(w) + b, y) + w.pow(Scalars.Int(2)).sum() * Scalars.Of(l2);
+            var loss = F.cross_entropy(x.matmul(w).Plus(b), y).Plus(w.pow(Scalars.Int(2)).sum() * Scalars.Of(l2));
             loss.backward();
             optimizer.step();
         }
         using var _ = no_grad();
-        long[] Predict(Tensor features) => features.shape[0] == 0 ? [] : ((features - mean) / std).matmul(w).add(b).argmax(1).data<long>().ToArray();
+        long[] Predict(Tensor features) => features.shape[0] == 0 ? [] : ((features - mean) / std).matmul(w).Plus(b).argmax(1).data<long>().ToArray();
         double Accuracy(long[] predicted, long[] labels) => labels.Length == 0 ? double.NaN : predicted.Zip(labels).Count(p => p.First == p.Second) / (double)labels.Length;
         var raw = (w / std.t()).detach();
         var bias = (b - (mean / std).matmul(w).squeeze(0)).detach();

@@ -148,7 +148,7 @@ public sealed class LoraAdapter : nn.Module
             // [in, out]: the update as a Conv1D / transposed-linear weight, which every mapping below starts from.
             var conv = matmul(b, a).t().mul(Scalars.Of(scaling * Scale));
             var delta = ToLayout(conv, weight, part.Value);
-            total = total is null ? delta : total + delta;
+            total = total is null ? delta : total.Plus(delta);
         }
         return total;
     }

@@ -39,7 +39,7 @@ public sealed class VaeAttention : nn.Module
         var k = to_k.Forward(tokens).unsqueeze(1);
         var v = to_v.Forward(tokens).unsqueeze(1);
         var o = CrossAttention.Sdpa(q, k, v, false).squeeze(1);
-        return _out.Forward(o).transpose(1, 2).reshape(b, c, h, w) + x;
+        return _out.Forward(o).transpose(1, 2).reshape(b, c, h, w).Plus(x);
     }
 }
 

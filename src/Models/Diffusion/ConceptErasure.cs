@@ -182,7 +182,7 @@ public static class ConceptErasure
             var t = randint(0, erased.SchedulerConfig.NumTrainTimesteps, [o.BatchSize], generator: g);
             var noise = randn(x0.shape, generator: g);
             var a = alphas.index_select(0, t).view(-1, 1, 1, 1);
-            var xt = a.sqrt() * x0 + a.neg().add(Scalars.Of(1.0)).sqrt() * noise;
+            var xt = (a.sqrt() * x0).Plus(a.OneMinus().sqrt() * noise);
             Tensor ctx;
             using (no_grad())
             {
@@ -199,7 +199,7 @@ public static class ConceptErasure
                 var loss = Loss(conceptImages, conceptPrompts, it, 0).neg();
                 if (retainImages is not null && retainPrompts is not null && o.RetainWeight > 0)
                 {
-                    loss = loss + Loss(retainImages, retainPrompts, it, 1).mul(Scalars.Of(o.RetainWeight));
+                    loss = loss.Plus(Loss(retainImages, retainPrompts, it, 1).mul(Scalars.Of(o.RetainWeight)));
                 }
                 optimizer.zero_grad();
                 loss.backward();
@@ -259,8 +259,8 @@ public static class ConceptErasure
         var cp = preserve.to(ScalarType.Float64);
         var v = targets.to(ScalarType.Float64);
         var d = W.shape[1];
-        var lhs = W.mul(Scalars.Of(lambda)) + matmul(v.t(), ce).mul(Scalars.Of(eraseScale)) + matmul(matmul(W, cp.t()), cp).mul(Scalars.Of(preserveScale));
-        var gram = eye(d, dtype: ScalarType.Float64).mul(Scalars.Of(lambda)) + matmul(ce.t(), ce).mul(Scalars.Of(eraseScale)) + matmul(cp.t(), cp).mul(Scalars.Of(preserveScale));
+        var lhs = W.mul(Scalars.Of(lambda)).Plus(matmul(v.t(), ce).mul(Scalars.Of(eraseScale))).Plus(matmul(matmul(W, cp.t()), cp).mul(Scalars.Of(preserveScale)));
+        var gram = eye(d, dtype: ScalarType.Float64).mul(Scalars.Of(lambda)).Plus(matmul(ce.t(), ce).mul(Scalars.Of(eraseScale))).Plus(matmul(cp.t(), cp).mul(Scalars.Of(preserveScale)));
         // lhs · gram⁻¹ = solve(gramᵀ, lhsᵀ)ᵀ; gram is symmetric positive definite.
         var solved = linalg.solve(gram, lhs.t()).t();
         return solved.to(w.dtype).MoveToOuterDisposeScope();
@@ -307,13 +307,13 @@ public static class ConceptErasure
                 continue;
             }
             var targets = matmul(cg, p.t());
-            before += (matmul(ce, p.t()) - targets).pow(2).sum().item<float>();
+            before += (matmul(ce, p.t()) - targets).Squared().sum().item<float>();
             var edited = UceSolve(p, ce, targets, cp, o.EraseScale, preserveScale, o.Lambda);
-            after += (matmul(ce, edited.t()) - targets).pow(2).sum().item<float>();
+            after += (matmul(ce, edited.t()) - targets).Squared().sum().item<float>();
             if (cp.shape[0] > 0)
             {
-                drift += (matmul(cp, edited.t()) - matmul(cp, p.t())).pow(2).sum().item<float>();
-                norm += matmul(cp, p.t()).pow(2).sum().item<float>();
+                drift += (matmul(cp, edited.t()) - matmul(cp, p.t())).Squared().sum().item<float>();
+                norm += matmul(cp, p.t()).Squared().sum().item<float>();
             }
             p.copy_(edited);
             matrices++;

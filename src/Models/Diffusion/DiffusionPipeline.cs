@@ -198,7 +198,7 @@ public sealed class DiffusionPipeline : IDisposable
     }
 
     /// <summary>Classifier-free guidance: ε_u + w(ε_c − ε_u).</summary>
-    public static Tensor Guide(Tensor uncond, Tensor cond, double w) => uncond + (cond - uncond).mul(Scalars.Of(w));
+    public static Tensor Guide(Tensor uncond, Tensor cond, double w) => uncond.Plus((cond - uncond).mul(Scalars.Of(w)));
 
     /// <summary>
     /// Runs scheduler steps [from, to) from the given latent (scheduler-native: at index from's noise level), with

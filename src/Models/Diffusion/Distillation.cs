@@ -49,7 +49,7 @@ public static class Distillation
             x0 = x0.clamp(Scalars.Of(-c.ClipSampleRange), Scalars.Of(c.ClipSampleRange));
             eps = (x - x0.mul(Scalars.Of(Math.Sqrt(a)))).mul(Scalars.Of(1 / Math.Sqrt(1 - a)));
         }
-        return x0.mul(Scalars.Of(Math.Sqrt(ap))) + eps.mul(Scalars.Of(Math.Sqrt(1 - ap)));
+        return x0.mul(Scalars.Of(Math.Sqrt(ap))).Plus(eps.mul(Scalars.Of(Math.Sqrt(1 - ap))));
     }
 
     private static double Alpha(float[] ac, int t, SchedulerConfig c) => t >= 0 ? ac[t] : c.SetAlphaToOne ? 1.0 : ac[0];
@@ -199,7 +199,7 @@ public static class Distillation
             var t = tensor(ks.Select(i => (long)taus[i]).ToArray());
             var eps = student.Unet.Forward(x, t, context.index_select(0, idx));
             var x0 = (x - eps * tensor(sigmas).view(-1, 1, 1, 1)) / tensor(alphas).view(-1, 1, 1, 1);
-            var perRow = (x0 - stack(targets, 0)).square().mean([1L, 2L, 3L]);
+            var perRow = (x0 - stack(targets, 0)).Squared().mean([1L, 2L, 3L]);
             var loss = (perRow * tensor(weights)).mean();
             optimizer.zero_grad();
             loss.backward();

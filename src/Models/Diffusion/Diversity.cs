@@ -1,3 +1,4 @@
+using Pipelines.Models.Runtime;
 using static TorchSharp.torch;
 
 namespace Pipelines.Models.Diffusion;
@@ -18,7 +19,7 @@ public static class Diversity
             return 0;
         }
         var f = features.to(ScalarType.Float64);
-        f = f / f.norm(1, keepdim: true).clamp_min(1e-12);
+        f = f / f.norm(1, keepdim: true).clamp_min(Scalars.Of(1e-12));
         var cos = matmul(f, f.t());
         var offDiagonal = cos.sum().item<double>() - cos.diagonal().sum().item<double>();
         return 1 - offDiagonal / (n * (n - 1));
@@ -33,7 +34,7 @@ public static class Diversity
         var (my, cy) = Moments(y);
         var sx = SqrtPsd(cx);
         var inner = SqrtPsd(matmul(matmul(sx, cy), sx));
-        var value = (mx - my).square().sum().item<double>() + cx.trace().item<double>() + cy.trace().item<double>() - 2 * inner.trace().item<double>();
+        var value = (mx - my).Squared().sum().item<double>() + cx.trace().item<double>() + cy.trace().item<double>() - 2 * inner.trace().item<double>();
         return Math.Max(0, value);
     }
 
@@ -41,15 +42,15 @@ public static class Diversity
     {
         var mean = x.mean([0L]);
         var centred = x - mean;
-        var cov = matmul(centred.t(), centred) / Math.Max(1, x.shape[0] - 1);
+        var cov = matmul(centred.t(), centred).Over(Math.Max(1, x.shape[0] - 1));
         return (mean, cov);
     }
 
     /// <summary>The symmetric square root of a positive semi-definite matrix (negative eigenvalues from rounding clipped to 0).</summary>
     public static Tensor SqrtPsd(Tensor m)
     {
-        var sym = (m + m.t()) / 2;
+        var sym = m.Plus(m.t()).div(Scalars.Int(2));
         var (values, vectors) = linalg.eigh(sym);
-        return matmul(vectors * values.clamp_min(0).sqrt().unsqueeze(0), vectors.t());
+        return matmul(vectors * values.clamp_min(Scalars.Int(0)).sqrt().unsqueeze(0), vectors.t());
     }
 }

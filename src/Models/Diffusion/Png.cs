@@ -28,7 +28,7 @@ public static class Png
             throw new ArgumentException($"an image needs 1 or 3 channels, got {c}");
         }
         var rgb = c == 1 ? x.expand(3, -1, -1) : x;
-        var bytes = rgb.detach().to(ScalarType.Float32).add(Scalars.Of(1.0)).mul(Scalars.Of(127.5)).clamp(Scalars.Of(0.0), Scalars.Of(255.0)).round().to(ScalarType.Byte).permute(1, 2, 0).contiguous();
+        var bytes = rgb.detach().to(ScalarType.Float32).Plus(Scalars.Of(1.0)).mul(Scalars.Of(127.5)).clamp(Scalars.Of(0.0), Scalars.Of(255.0)).round().to(ScalarType.Byte).permute(1, 2, 0).contiguous();
         return new Rgb((int)x.shape[2], (int)x.shape[1], bytes.data<byte>().ToArray());
     }
 

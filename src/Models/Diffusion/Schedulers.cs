@@ -154,7 +154,7 @@ public abstract class Scheduler
     public Tensor AddNoiseAt(Tensor x0, Tensor noise, int t)
     {
         var a = AlphasCumprod[Math.Clamp(t, 0, AlphasCumprod.Length - 1)];
-        return x0.mul(Scalars.Of(Math.Sqrt(a))) + noise.mul(Scalars.Of(Math.Sqrt(1 - a)));
+        return x0.mul(Scalars.Of(Math.Sqrt(a))).Plus(noise.mul(Scalars.Of(Math.Sqrt(1 - a))));
     }
 
     /// <summary>x̂0 of the latent x at index i from the model output.</summary>
@@ -175,7 +175,7 @@ public abstract class Scheduler
     }
 
     protected Tensor EpsFromOutput(Tensor output, Tensor x, double alphaBar) => Config.PredictionType == "v_prediction"
-        ? output.mul(Scalars.Of(Math.Sqrt(alphaBar))) + x.mul(Scalars.Of(Math.Sqrt(1 - alphaBar)))
+        ? output.mul(Scalars.Of(Math.Sqrt(alphaBar))).Plus(x.mul(Scalars.Of(Math.Sqrt(1 - alphaBar))))
         : output;
 
     protected void CheckSteps(int steps)
@@ -253,11 +253,11 @@ public sealed class DdpmScheduler(SchedulerConfig config) : Scheduler(config)
         double a = AlphasCumprod[t], ap = prevT >= 0 ? AlphasCumprod[prevT] : 1.0;
         double beta = 1 - a, betaPrev = 1 - ap, curAlpha = a / ap, curBeta = 1 - curAlpha;
         var x0 = X0FromOutput(modelOutput, x, a);
-        var mean = x0.mul(Scalars.Of(Math.Sqrt(ap) * curBeta / beta)) + x.mul(Scalars.Of(Math.Sqrt(curAlpha) * betaPrev / beta));
+        var mean = x0.mul(Scalars.Of(Math.Sqrt(ap) * curBeta / beta)).Plus(x.mul(Scalars.Of(Math.Sqrt(curAlpha) * betaPrev / beta)));
         if (t > 0)
         {
             var variance = Math.Max(betaPrev / beta * curBeta, 1e-20);
-            mean = mean + randn(x.shape, dtype: x.dtype, generator: generator).mul(Scalars.Of(Math.Sqrt(variance)));
+            mean = mean.Plus(randn(x.shape, dtype: x.dtype, generator: generator).mul(Scalars.Of(Math.Sqrt(variance))));
         }
         return new SchedulerStep(mean, x0);
     }
@@ -302,10 +302,10 @@ public sealed class DdimScheduler(SchedulerConfig config) : Scheduler(config)
         {
             throw new ArgumentOutOfRangeException(nameof(Eta), $"DDIM with η = {Eta} makes 1 − ᾱ' − σ² negative; use the absolute-value variant for η > 1");
         }
-        var prev = x0.mul(Scalars.Of(Math.Sqrt(ap))) + eps.mul(Scalars.Of(Math.Sqrt(Math.Abs(dirSq))));
+        var prev = x0.mul(Scalars.Of(Math.Sqrt(ap))).Plus(eps.mul(Scalars.Of(Math.Sqrt(Math.Abs(dirSq)))));
         if (Eta > 0)
         {
-            prev = prev + randn(x.shape, dtype: x.dtype, generator: generator).mul(Scalars.Of(VarianceScale * sigma));
+            prev = prev.Plus(randn(x.shape, dtype: x.dtype, generator: generator).mul(Scalars.Of(VarianceScale * sigma)));
         }
         return new SchedulerStep(prev, x0);
     }
@@ -380,7 +380,7 @@ public sealed class PndmScheduler(SchedulerConfig config) : Scheduler(config)
         }
         else if (_ets.Count == 1 && _counter == 1)
         {
-            e = (eps + _ets[^1]).mul(Scalars.Of(0.5));
+            e = eps.Plus(_ets[^1]).mul(Scalars.Of(0.5));
             sample = _curSample!;
         }
         else if (_ets.Count == 2)
@@ -389,11 +389,11 @@ public sealed class PndmScheduler(SchedulerConfig config) : Scheduler(config)
         }
         else if (_ets.Count == 3)
         {
-            e = (_ets[^1].mul(Scalars.Of(23.0)) - _ets[^2].mul(Scalars.Of(16.0)) + _ets[^3].mul(Scalars.Of(5.0))).mul(Scalars.Of(1.0 / 12));
+            e = (_ets[^1].mul(Scalars.Of(23.0)) - _ets[^2].mul(Scalars.Of(16.0))).Plus(_ets[^3].mul(Scalars.Of(5.0))).mul(Scalars.Of(1.0 / 12));
         }
         else
         {
-            e = (_ets[^1].mul(Scalars.Of(55.0)) - _ets[^2].mul(Scalars.Of(59.0)) + _ets[^3].mul(Scalars.Of(37.0)) - _ets[^4].mul(Scalars.Of(9.0))).mul(Scalars.Of(1.0 / 24));
+            e = ((_ets[^1].mul(Scalars.Of(55.0)) - _ets[^2].mul(Scalars.Of(59.0))).Plus(_ets[^3].mul(Scalars.Of(37.0))) - _ets[^4].mul(Scalars.Of(9.0))).mul(Scalars.Of(1.0 / 24));
         }
         double a = AlphasCumprod[t], ap = prevT >= 0 ? AlphasCumprod[prevT] : Config.SetAlphaToOne ? 1.0 : AlphasCumprod[0];
         double b = 1 - a, bp = 1 - ap;
@@ -454,13 +454,13 @@ public abstract class SigmaScheduler(SchedulerConfig config) : Scheduler(config)
 
     public override Tensor ScaleModelInput(Tensor x, int index) => x.mul(Scalars.Of(1 / Math.Sqrt(Sigmas[index] * Sigmas[index] + 1)));
 
-    public override Tensor AddNoise(Tensor x0, Tensor noise, int index) => x0 + noise.mul(Scalars.Of(Sigmas[index]));
+    public override Tensor AddNoise(Tensor x0, Tensor noise, int index) => x0.Plus(noise.mul(Scalars.Of(Sigmas[index])));
 
     public override Tensor PredictX0(Tensor modelOutput, int index, Tensor x)
     {
         var s = Sigmas[index];
         return Config.PredictionType == "v_prediction"
-            ? modelOutput.mul(Scalars.Of(-s / Math.Sqrt(s * s + 1))) + x.mul(Scalars.Of(1 / (s * s + 1)))
+            ? modelOutput.mul(Scalars.Of(-s / Math.Sqrt(s * s + 1))).Plus(x.mul(Scalars.Of(1 / (s * s + 1))))
             : x - modelOutput.mul(Scalars.Of(s));
     }
 }
@@ -475,7 +475,7 @@ public sealed class EulerScheduler(SchedulerConfig config) : SigmaScheduler(conf
         var s = Sigmas[index];
         var x0 = PredictX0(modelOutput, index, x);
         var derivative = (x - x0).mul(Scalars.Of(1 / s));
-        return new SchedulerStep(x + derivative.mul(Scalars.Of(Sigmas[index + 1] - s)), x0);
+        return new SchedulerStep(x.Plus(derivative.mul(Scalars.Of(Sigmas[index + 1] - s))), x0);
     }
 }
 
@@ -511,7 +511,7 @@ public sealed class LmsScheduler(SchedulerConfig config) : SigmaScheduler(config
         var prev = x;
         for (var k = 0; k < order; k++)
         {
-            prev = prev + _derivatives[_derivatives.Count - 1 - k].mul(Scalars.Of(Coefficient(order, index, k)));
+            prev = prev.Plus(_derivatives[_derivatives.Count - 1 - k].mul(Scalars.Of(Coefficient(order, index, k))));
         }
         return new SchedulerStep(prev, x0);
     }

@@ -94,7 +94,7 @@ public static class Sliders
                 {
                     slider.Multiplier = 0;
                     var e = pipe.Unet.Forward(cat([x, x, x], 0), t, cat([cneutral.expand(n, -1, -1), cp.expand(n, -1, -1), cn.expand(n, -1, -1)], 0)).chunk(3, 0);
-                    goal = e[0] + (e[1] - e[2]).mul(Scalars.Of(o.Eta));
+                    goal = e[0].Plus((e[1] - e[2]).mul(Scalars.Of(o.Eta)));
                 }
                 slider.Multiplier = 1;
                 var loss = F.mse_loss(pipe.Unet.Forward(x, t, ct.expand(n, -1, -1)), goal);
@@ -133,11 +133,11 @@ public static class Sliders
         using var scope = NewDisposeScope();
         var centred = (x - x.mean([0L], keepdim: true)).to(ScalarType.Float64);
         var (_, s, vh) = linalg.svd(centred, fullMatrices: false);
-        var total = s.pow(2).sum().item<double>();
+        var total = s.Squared().sum().item<double>();
         var comps = vh.narrow(0, 0, k);
         var sign = comps.gather(1, comps.abs().argmax(1, keepdim: true)).sign();
         comps = (comps * sign).to(ScalarType.Float32);
-        var explained = s.narrow(0, 0, k).pow(2).data<double>().Select(v => total > 0 ? v / total : 0).ToArray();
+        var explained = s.narrow(0, 0, k).Squared().data<double>().Select(v => total > 0 ? v / total : 0).ToArray();
         return (comps.MoveToOuterDisposeScope(), explained);
     }
 
@@ -199,9 +199,9 @@ public static class Sliders
                 var t = timesteps[r.Next(timesteps.Length)];
                 using var g = new Generator((ulong)(o.Seed * 7_919 + it));
                 var a = ac[t];
-                var xt = x0 * Math.Sqrt(a) + randn(x0.shape, generator: g) * Math.Sqrt(1 - a);
+                var xt = x0.Times(Math.Sqrt(a)).Plus(randn(x0.shape, generator: g).Times(Math.Sqrt(1 - a)));
                 var tt = tensor((float)t);
-                Tensor Preview(Tensor eps) => pipe.Decode((xt - eps * Math.Sqrt(1 - a)) / Math.Sqrt(a));
+                Tensor Preview(Tensor eps) => pipe.Decode((xt - eps.Times(Math.Sqrt(1 - a))).Over(Math.Sqrt(a)));
                 Tensor f0;
                 using (no_grad())
                 {

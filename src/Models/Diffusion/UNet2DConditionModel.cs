@@ -545,7 +545,7 @@ public sealed class TimestepEmbedding : nn.Module
     public static Tensor Sinusoidal(Tensor t, long dim, bool flipSinToCos, int freqShift)
     {
         var half = dim / 2;
-        var exponent = arange(half, ScalarType.Float32).mul(Scalars.Of(-Math.Log(10000.0) / (half - freqShift)));
+        var exponent = Scalars.Range(half, ScalarType.Float32).mul(Scalars.Of(-Math.Log(10000.0) / (half - freqShift)));
         var args = t.to(ScalarType.Float32).unsqueeze(1) * exponent.exp().unsqueeze(0);
         var emb = flipSinToCos ? cat([args.cos(), args.sin()], 1) : cat([args.sin(), args.cos()], 1);
         return dim % 2 == 1 ? F.pad(emb, [0, 1]) : emb;

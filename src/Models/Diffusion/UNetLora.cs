@@ -156,13 +156,13 @@ public sealed class UNetLora : nn.Module
         {
             if (layer is DLinear l)
             {
-                l.weight.add_(matmul(up, down).mul(Scalars.Of(scale)));
+                l.weight.PlusInPlace(matmul(up, down).mul(Scalars.Of(scale)));
             }
             else
             {
                 var c = (DConv2d)layer;
                 var delta = matmul(up.flatten(1), down.flatten(1)).view(c.weight.shape);
-                c.weight.add_(delta.mul(Scalars.Of(scale)));
+                c.weight.PlusInPlace(delta.mul(Scalars.Of(scale)));
             }
         }
     }

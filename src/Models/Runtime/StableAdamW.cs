@@ -54,9 +54,9 @@ public sealed class StableAdamW : IDisposable
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
         double bc1 = 1 - Math.Pow(_beta1, _step), bc2 = 1 - Math.Pow(_beta2, _step);
-        using Scalar decay = (1 - LearningRate * _weightDecay).ToScalar(), b1 = _beta1.ToScalar(), oneMinusB1 = (1 - _beta1).ToScalar(),
-            b2 = _beta2.ToScalar(), oneMinusB2 = (1 - _beta2).ToScalar(), rootBc2 = Math.Sqrt(bc2).ToScalar(), eps = _eps.ToScalar(),
-            stepSize = (-LearningRate / bc1).ToScalar(), decayScalar = _weightDecay.ToScalar();
+        using Scalar decay = Scalars.Owned(1 - LearningRate * _weightDecay), b1 = Scalars.Owned(_beta1), oneMinusB1 = Scalars.Owned(1 - _beta1),
+            b2 = Scalars.Owned(_beta2), oneMinusB2 = Scalars.Owned(1 - _beta2), rootBc2 = Scalars.Owned(Math.Sqrt(bc2)), eps = Scalars.Owned(_eps),
+            stepSize = Scalars.Owned(-LearningRate / bc1), decayScalar = Scalars.Owned(_weightDecay);
         for (var i = 0; i < _parameters.Count; i++)
         {
             var p = _parameters[i];

@@ -166,7 +166,7 @@ public static class ToyTrainer
         {
             using var inner = NewDisposeScope();
             var (tokens, last) = Encode(tokenizer, chunk.Select(e => e.Clean).ToList());
-            var logits = model.Forward(tokens.to(model.W_E.device))[arange(Scalars.Int(chunk.Length), device: model.W_E.device), last.to(model.W_E.device)].cpu().to(ScalarType.Float32);
+            var logits = model.Forward(tokens.to(model.W_E.device))[Scalars.Range(chunk.Length, device: model.W_E.device), last.to(model.W_E.device)].cpu().to(ScalarType.Float32);
             for (var i = 0; i < chunk.Length; i++)
             {
                 var e = chunk[i];

@@ -44,10 +44,10 @@ public sealed class Norm : nn.Module<Tensor, Tensor>
         {
             h = h - h.mean([-1L], keepdim: true);
         }
-        var scale = hook_scale.call(h.square().mean([-1L], keepdim: true).add(Scalars.Of(_cfg.NormEps)).sqrt());
+        var scale = hook_scale.call(h.Squared().mean([-1L], keepdim: true).Plus(Scalars.Of(_cfg.NormEps)).sqrt());
         var normalized = hook_normalized.call(h / scale).to(dtype);
         var y = normalized * w;
-        return b is null ? y : y + b;
+        return b is null ? y : y.Plus(b);
     }
 }
 
@@ -67,7 +67,7 @@ public sealed class Attention : nn.Module
     /// <summary>An update added to a weight ("W_Q", "W_K", "W_V", "W_O") at each forward, or null (LoRA adapters, unmerged).</summary>
     public Func<string, Tensor?>? WeightDelta;
 
-    private Tensor Weight(string name, Tensor w) => WeightDelta?.Invoke(name) is { } delta ? w + delta : w;
+    private Tensor Weight(string name, Tensor w) => WeightDelta?.Invoke(name) is { } delta ? w.Plus(delta) : w;
 
     public Attention(string name, TransformerConfig cfg) : base(name)
     {
@@ -149,7 +149,7 @@ public sealed class Attention : nn.Module
         {
             output = matmul(z.reshape(z.shape[0], z.shape[1], -1), wO.view(-1, wO.shape[2]));
         }
-        return b_O is null ? output : output + b_O;
+        return b_O is null ? output : output.Plus(b_O);
     }
 
     private static Tensor Project(Tensor x, Tensor w, Tensor? bias, bool perHead)
@@ -178,7 +178,7 @@ public sealed class Attention : nn.Module
             // the weight copied it once per sequence: 32 copies of each projection per step at batch 32).
             y = matmul(x.reshape(1, -1, x.shape[2]), w).view(w.shape[0], x.shape[0], x.shape[1], w.shape[2]).permute(1, 2, 0, 3);
         }
-        return bias is null ? y : y + bias;
+        return bias is null ? y : y.Plus(bias);
     }
 }
 
@@ -197,7 +197,7 @@ public static class Rotary
         var rot = x[.., .., .., ..dims];
         var half = dims / 2;
         var rotated = cat([-rot[.., .., .., half..], rot[.., .., .., ..half]], -1);
-        var y = rot * cos + rotated * sin;
+        var y = (rot * cos).Plus(rotated * sin);
         return dims == x.shape[3] ? y : cat([y, x[.., .., .., dims..]], -1);
     }
 }
@@ -215,7 +215,7 @@ public sealed class Mlp : nn.Module<Tensor, Tensor>
     /// <summary>An update added to a weight ("W_in", "W_gate", "W_out") at each forward, or null (LoRA adapters, unmerged).</summary>
     public Func<string, Tensor?>? WeightDelta;
 
-    private Tensor Weight(string name, Tensor w) => WeightDelta?.Invoke(name) is { } delta ? w + delta : w;
+    private Tensor Weight(string name, Tensor w) => WeightDelta?.Invoke(name) is { } delta ? w.Plus(delta) : w;
 
     public Mlp(string name, TransformerConfig cfg) : base(name)
     {
@@ -241,16 +241,16 @@ public sealed class Mlp : nn.Module<Tensor, Tensor>
         if (W_gate is not null)
         {
             var gate = hook_pre.call(matmul(x, Weight("W_gate", W_gate)));
-            var linear = hook_pre_linear.call(b_in is null ? matmul(x, wIn) : matmul(x, wIn) + b_in);
+            var linear = hook_pre_linear.call(b_in is null ? matmul(x, wIn) : matmul(x, wIn).Plus(b_in));
             post = hook_post.call(Act(gate) * linear);
         }
         else
         {
-            var pre = hook_pre.call(b_in is null ? matmul(x, wIn) : matmul(x, wIn) + b_in);
+            var pre = hook_pre.call(b_in is null ? matmul(x, wIn) : matmul(x, wIn).Plus(b_in));
             post = hook_post.call(Act(pre));
         }
         var y = matmul(post, Weight("W_out", W_out));
-        return b_out is null ? y : y + b_out;
+        return b_out is null ? y : y.Plus(b_out);
     }
 
     private Tensor Act(Tensor x) => _cfg.Act switch

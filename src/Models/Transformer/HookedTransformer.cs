@@ -50,13 +50,13 @@ public sealed class TransformerBlock : nn.Module
         if (_cfg.ParallelAttnMlp)
         {
             var mlpOut = hook_mlp_out.call(mlp.call(ln2!.call(hook_mlp_in.call(residPre.view_as(residPre)))));
-            return hook_resid_post.call(residPre + attnOut + mlpOut);
+            return hook_resid_post.call(residPre.Plus(attnOut).Plus(mlpOut));
         }
-        var residMid = hook_resid_mid.call(residPre + attnOut);
+        var residMid = hook_resid_mid.call(residPre.Plus(attnOut));
         // view_as: the MLP input is its own autograd node, so its gradient excludes the skip connection (TorchSharp alias()
         // is the same node).
         var mlpOutSeq = hook_mlp_out.call(mlp.call(ln2!.call(hook_mlp_in.call(residMid.view_as(residMid)))));
-        return hook_resid_post.call(residMid + mlpOutSeq);
+        return hook_resid_post.call(residMid.Plus(mlpOutSeq));
     }
 }
 
@@ -188,7 +188,7 @@ public sealed class HookedTransformer : nn.Module
             {
                 throw new ArgumentException($"the input reaches position {top + 1}, beyond this model's context of {Config.NCtx} positions");
             }
-            resid = resid + hook_pos_embed.call(W_pos.index_select(0, positions.flatten()).view(b, t, -1));
+            resid = resid.Plus(hook_pos_embed.call(W_pos.index_select(0, positions.flatten()).view(b, t, -1)));
         }
         // No mask and no cache: every key is real and queries and keys are the same positions (plain causal attention).
         var dense = attentionMask is null && cache is null;
@@ -208,7 +208,7 @@ public sealed class HookedTransformer : nn.Module
         var logits = matmul(ln_final.call(resid), W_U);
         if (b_U is not null)
         {
-            logits = logits + b_U;
+            logits = logits.Plus(b_U);
         }
         return logits.MoveToOuterDisposeScope();
     }

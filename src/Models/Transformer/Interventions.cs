@@ -92,7 +92,7 @@ public sealed record Interchange(string Hook, Tensor Source, Tensor? Basis = nul
         {
             coordinates = coordinates * gate.to(activation.dtype);
         }
-        var moved = activation + coordinates.matmul(w.t());
+        var moved = activation.Plus(coordinates.matmul(w.t()));
         return where(Selection(activation), moved, activation);
     }
 }
@@ -107,7 +107,7 @@ public sealed record Ablate(string Hook, Tensor? Mean = null) : Intervention(Hoo
 public sealed record Steer(string Hook, Tensor Direction, double Scale) : Intervention(Hook)
 {
     internal override Tensor Apply(Tensor activation) =>
-        activation + where(Selection(activation), Direction.to(activation.dtype).mul(Scalars.Of(Scale)).expand_as(activation), zeros_like(activation));
+        activation.Plus(where(Selection(activation), Direction.to(activation.dtype).mul(Scalars.Of(Scale)).expand_as(activation), zeros_like(activation)));
 }
 
 /// <summary>Runs a plan of interventions as one forward: compiled to hooks, removed afterwards.</summary>

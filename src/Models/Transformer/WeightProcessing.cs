@@ -54,7 +54,7 @@ public static class WeightProcessing
             // weight: [d, out] or, for heads, [H, d, dh]
             if (biasFolded)
             {
-                bias!.add_(headed ? einsum("d,hde->he", b!, weight) : matmul(b!, weight));
+                bias!.PlusInPlace(headed ? einsum("d,hde->he", b!, weight) : matmul(b!, weight));
             }
             var scaled = headed ? weight * w.view(1, -1, 1) : weight * w.view(-1, 1);
             if (centre)
@@ -116,7 +116,7 @@ public static class WeightProcessing
                 continue;
             }
             var bV = a.b_V.repeat_interleave(model.Config.NHeads / model.Config.KvHeads, dim: 0); // per query head
-            a.b_O.add_(einsum("he,hed->d", bV, a.W_O));
+            a.b_O.PlusInPlace(einsum("he,hed->d", bV, a.W_O));
             a.b_V.zero_();
         }
     }

@@ -1,3 +1,4 @@
+using Pipelines.Models.Runtime;
 using System.Text.Json.Nodes;
 using Pipelines.Engine.Ledger;
 using Pipelines.Models.Checkpoints;
@@ -73,7 +74,7 @@ public sealed class ModelActivityTests : IDisposable
             {
                 foreach (var (name, p) in adapter.named_parameters().Where(p => p.name.EndsWith("_B", StringComparison.Ordinal)))
                 {
-                    p.copy_(TorchSharp.torch.randn(p.shape).mul(0.1));
+                    p.copy_(TorchSharp.torch.randn(p.shape).mul(Scalars.Of(0.1)));
                 }
             }
             adapter.Save(Path.Combine(_ws.Root, "adapter"));

@@ -37,7 +37,7 @@ public sealed class DasTests
                     p.zero_();
                 }
             }
-            Model.ln_final.w.fill_(1);
+            Model.ln_final.w.fill_(Scalars.Int(1));
             Model.ln_final.b?.zero_();
             Model.W_U.zero_();
             Model.b_U?.zero_();
@@ -45,7 +45,7 @@ public sealed class DasTests
             Model.W_U[.., Id("w1")] = U.mul(Scalars.Of(-0.3));
             for (var w = 4; w < 44; w++)
             {
-                Model.W_E[Id($"w{w}")].add_(U.mul(Scalars.Of(w < 24 ? 3.0 : -3.0)));
+                Model.W_E[Id($"w{w}")].PlusInPlace(U.mul(Scalars.Of(w < 24 ? 3.0 : -3.0)));
             }
         }
         var rng = new Random(11);

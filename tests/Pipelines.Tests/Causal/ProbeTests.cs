@@ -25,7 +25,7 @@ public sealed class ProbeTests
             u.div_(u.norm());
             for (var i = 0; i < words.Count; i++)
             {
-                model.W_E[tokenizer.TokenToId(words[i])!.Value].add_(u.mul(Scalars.Of(i < 198 ? 1.2 : -1.2)));
+                model.W_E[tokenizer.TokenToId(words[i])!.Value].PlusInPlace(u.mul(Scalars.Of(i < 198 ? 1.2 : -1.2)));
             }
         }
         var rng = new Random(2);
@@ -52,7 +52,7 @@ public sealed class ProbeTests
         // The saved weights classify as the probe does: W·x + b in raw coordinates.
         var w0 = weights.First(t => t.Name == "L0.last.weight").Tensor;
         var b0 = weights.First(t => t.Name == "L0.last.bias").Tensor;
-        var predicted = x[.., 0, 0].matmul(w0.t()).add(b0).argmax(1);
+        var predicted = x[.., 0, 0].matmul(w0.t()).Plus(b0).argmax(1);
         var truth = tensor(rows.Select(r => r.Label == "a" ? 0L : 1L).ToArray());
         Assert.True(predicted.eq(truth).to(ScalarType.Float32).mean().item<float>() > 0.98);
         foreach (var (_, t) in weights)

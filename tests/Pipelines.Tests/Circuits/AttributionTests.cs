@@ -1,3 +1,4 @@
+using Pipelines.Models.Runtime;
 using Pipelines.Activities.Circuits;
 using Pipelines.Models.Transformer;
 using TorchSharp;
@@ -143,7 +144,7 @@ public sealed class AblationTests
         using var values = run.SourceValues(clean, mask);
         using var ablated = mean.Values(run, clean, corrupted, mask);
         // By hand: 6 real positions in row 0 (BOS + 5 words) and 4 in row 1; padding excluded.
-        var expected = (values[0, ..6].sum(0L) + values[1, ..4].sum(0L)) / 10;
+        var expected = values[0, ..6].sum(0L).Plus(values[1, ..4].sum(0L)).div(Scalars.Int(10));
         Assert.True((ablated[1, 5] - expected).abs().max().item<float>() < 1e-5,
             $"abl {string.Join(",", ablated[1, 5, 3, ..4].data<float>().ToArray())} exp {string.Join(",", expected[3, ..4].data<float>().ToArray())} abl0 {string.Join(",", ablated[0, 0, 3, ..4].data<float>().ToArray())} v {string.Join(",", values[0, 0, 3, ..4].data<float>().ToArray())} shape {string.Join(",", ablated.shape)} diff {(ablated[1, 5] - expected).abs().max().item<float>()} mask {string.Join(",", mask.data<long>().ToArray())} scale {expected.abs().max().item<float>()}");
         Assert.True((ablated[0, 0] - expected).abs().max().item<float>() < 1e-5);

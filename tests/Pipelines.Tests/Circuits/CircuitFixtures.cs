@@ -1,3 +1,4 @@
+using Pipelines.Models.Runtime;
 using static TorchSharp.torch;
 
 namespace Pipelines.Tests.Circuits;
@@ -12,6 +13,6 @@ public static class CircuitFixtures
     public static Tensor Loss(Tensor logits)
     {
         var last = logits[.., -1];
-        return -(last[0, 9] - last[0, 4] + last[1, 8] - last[1, 3]) / 2;
+        return -((last[0, 9] - last[0, 4]).Plus(last[1, 8]) - last[1, 3]).div(Scalars.Int(2));
     }
 }

@@ -1,3 +1,4 @@
+using Pipelines.Models.Runtime;
 using Pipelines.Activities.Circuits;
 using Pipelines.Tests.Models;
 using static TorchSharp.torch;
@@ -44,7 +45,7 @@ public sealed class CircuitRunTests
         using (corruptCache)
         {
             var delta = corruptCache["blocks.1.hook_mlp_out"] - cleanCache["blocks.1.hook_mlp_out"];
-            using var byHand = model.RunWithHooks(Clean, [("blocks.1.hook_resid_post", (x, _) => x + delta)]);
+            using var byHand = model.RunWithHooks(Clean, [("blocks.1.hook_resid_post", (x, _) => x.Plus(delta))]);
             Assert.True(MaxDiff(patched, byHand) < 1e-5);
         }
     }

@@ -1,3 +1,4 @@
+using Pipelines.Models.Runtime;
 using Pipelines.Activities.Circuits;
 using Pipelines.Models.Transformer;
 using TorchSharp;
@@ -30,7 +31,7 @@ public sealed class PositionalAttributionTests(ITestOutputHelper output)
         var graph = ComputationGraph.For(model.Config);
         using var scores = new PositionalAttribution(model, graph).Score(Clean, Corrupt, ones_like(Clean), PerPositionSpans(2, 6), PerExampleLoss);
         var eap = new EdgeAttribution(model, graph).Eap(Clean, Corrupt, Loss);
-        var summed = scores.NonCrossing["sum"].sum(0L) / 2; // over spans; mean over the 2 examples
+        var summed = scores.NonCrossing["sum"].sum(0L).div(Scalars.Int(2)); // over spans; mean over the 2 examples
         Assert.True((summed - eap).abs().max().item<double>() <= 1e-9 * eap.abs().max().item<double>());
         // With one token per span, |Σ| = Σ|·| = max|·| and avg = sum.
         Assert.True(scores.NonCrossing["sum_abs_exp"].allclose(scores.NonCrossing["sum_abs_pos"]));

@@ -80,7 +80,7 @@ public sealed class DiffusionCheckpointTests : IDisposable
         var textFile = Path.Combine(dir, "text_encoder", "model.safetensors");
         using (var st = SafetensorsFile.Open(textFile))
         {
-            var all = st.Entries.Keys.Select(k => (k, st.Read(k))).Append(("text_model.embeddings.position_ids", arange(77).unsqueeze(0))).ToList();
+            var all = st.Entries.Keys.Select(k => (k, st.Read(k))).Append(("text_model.embeddings.position_ids", Scalars.Range(77).unsqueeze(0))).ToList();
             st.Dispose();
             SafetensorsFile.Write(textFile + ".new", all);
         }
@@ -158,7 +158,7 @@ public sealed class DiffusionCheckpointTests : IDisposable
                 expected = "legacy pickles are not supported";
                 break;
             default:
-                Rewrite(l => l.Select(x => x.Name == "conv_out.bias" ? (x.Name, full(4, float.NaN)) : (x.Name, x.T)).ToList());
+                Rewrite(l => l.Select(x => x.Name == "conv_out.bias" ? (x.Name, full(4, Scalars.Of(double.NaN))) : (x.Name, x.T)).ToList());
                 expected = "tensor \"conv_out.bias\" holds NaN";
                 break;
         }

@@ -31,12 +31,12 @@ public sealed class DiffusionErasureTests
         const double se = 1.0, sp = 0.7, lambda = 0.5;
         var edited = ConceptErasure.UceSolve(w, ce, targets, cp, se, sp, lambda);
         // argmin_W Σ s_e‖W c_i − v_i‖² + Σ s_p‖W c_j − W_old c_j‖² + λ‖W − W_old‖²: stack the rows and solve by least squares.
-        var a = cat([ce * Math.Sqrt(se), cp * Math.Sqrt(sp), eye(5, dtype: ScalarType.Float64) * Math.Sqrt(lambda)], 0);
-        var b = cat([targets * Math.Sqrt(se), matmul(cp, w.t()) * Math.Sqrt(sp), w.t() * Math.Sqrt(lambda)], 0);
+        var a = cat([ce.Times(Math.Sqrt(se)), cp.Times(Math.Sqrt(sp)), eye(5, dtype: ScalarType.Float64).Times(Math.Sqrt(lambda))], 0);
+        var b = cat([targets.Times(Math.Sqrt(se)), matmul(cp, w.t()).Times(Math.Sqrt(sp)), w.t().Times(Math.Sqrt(lambda))], 0);
         var reference = linalg.lstsq(a, b).Solution.t();
         Assert.True((edited - reference).abs().max().item<double>() < 1e-10, $"closed form vs least squares: {(edited - reference).abs().max().item<double>()}");
         // The gradient of the objective vanishes at the closed form.
-        var grad = matmul(matmul(edited, ce.t()) - targets.t(), ce) * se + matmul(matmul(edited - w, cp.t()), cp) * sp + (edited - w) * lambda;
+        var grad = matmul(matmul(edited, ce.t()) - targets.t(), ce).Times(se).Plus(matmul(matmul(edited - w, cp.t()), cp).Times(sp)).Plus((edited - w).Times(lambda));
         Assert.True(grad.abs().max().item<double>() < 1e-10);
     }
 
@@ -156,7 +156,7 @@ public sealed class DiffusionErasureTests
         var x = tensor(new float[] { 0.9f, 0.4f, -0.2f, 0.1f, 2.0f, -1.0f, 0.5f, 0.5f }).view(2, 4);
         var p = x.clone();
         DiffusionBattery.ProjectSimplex(p);
-        Assert.True((p.sum(1) - 1).abs().max().item<float>() < 1e-6f);
+        Assert.True(p.sum(1).Minus(1).abs().max().item<float>() < 1e-6f);
         Assert.True(p.min().item<float>() >= 0);
         // Row 0: θ = 0.15 → [0.75, 0.25, 0, 0]; row 1: [1, 0, 0, 0].
         Assert.True((p - tensor(new float[] { 0.75f, 0.25f, 0, 0, 1, 0, 0, 0 }).view(2, 4)).abs().max().item<float>() < 1e-6f);

@@ -1,3 +1,4 @@
+using Pipelines.Models.Runtime;
 using static TorchSharp.torch;
 using F = TorchSharp.torch.nn.functional;
 
@@ -22,26 +23,26 @@ internal sealed class DiffusionReference(Dictionary<string, Tensor> w)
         return F.conv2d(x, weight, B(p + ".bias"), strides: [stride, stride], padding: [padding, padding]);
     }
 
-    private Tensor Lin(Tensor x, string p) => matmul(x, W(p + ".weight").t()) + (B(p + ".bias") is { } b ? b : zeros(1));
+    private Tensor Lin(Tensor x, string p) => matmul(x, W(p + ".weight").t()).Plus(B(p + ".bias") is { } b ? b : zeros(1));
 
     private Tensor Gn(Tensor x, string p, double eps, long groups = 32)
     {
         long b = x.shape[0], c = x.shape[1];
         var g = x.reshape(b, groups, -1);
         var mean = g.mean([2L], keepdim: true);
-        var variance = (g - mean).pow(2).mean([2L], keepdim: true);
-        var n = ((g - mean) / (variance + eps).sqrt()).reshape(x.shape);
+        var variance = (g - mean).Squared().mean([2L], keepdim: true);
+        var n = ((g - mean) / variance.Shift(eps).sqrt()).reshape(x.shape);
         var shape = new long[x.dim()];
         Array.Fill(shape, 1L);
         shape[1] = c;
-        return n * W(p + ".weight").view(shape) + W(p + ".bias").view(shape);
+        return (n * W(p + ".weight").view(shape)).Plus(W(p + ".bias").view(shape));
     }
 
     private Tensor Ln(Tensor x, string p, double eps)
     {
         var mean = x.mean([-1L], keepdim: true);
-        var variance = (x - mean).pow(2).mean([-1L], keepdim: true);
-        return (x - mean) / (variance + eps).sqrt() * W(p + ".weight") + W(p + ".bias");
+        var variance = (x - mean).Squared().mean([-1L], keepdim: true);
+        return ((x - mean) / variance.Shift(eps).sqrt() * W(p + ".weight")).Plus(W(p + ".bias"));
     }
 
     private static Tensor Silu(Tensor x) => x * x.sigmoid();
@@ -58,10 +59,10 @@ internal sealed class DiffusionReference(Dictionary<string, Tensor> w)
         var qh = q.reshape(b, n, heads, d).permute(0, 2, 1, 3);
         var kh = k.reshape(b, s, heads, d).permute(0, 2, 1, 3);
         var vh = v.reshape(b, s, heads, d).permute(0, 2, 1, 3);
-        var scores = matmul(qh, kh.transpose(2, 3)) / Math.Sqrt(d);
+        var scores = matmul(qh, kh.transpose(2, 3)).Over(Math.Sqrt(d));
         if (causal)
         {
-            scores = scores + ones(n, s).triu(1) * -1e9;
+            scores = scores.Plus(ones(n, s).triu(1).Times(-1e9));
         }
         return matmul(Softmax(scores), vh).permute(0, 2, 1, 3).reshape(b, n, c);
     }
@@ -71,11 +72,11 @@ internal sealed class DiffusionReference(Dictionary<string, Tensor> w)
         var h = Conv(Silu(Gn(x, p + ".norm1", eps, groups)), p + ".conv1");
         if (temb is not null)
         {
-            h = h + Lin(Silu(temb), p + ".time_emb_proj").unsqueeze(2).unsqueeze(3);
+            h = h.Plus(Lin(Silu(temb), p + ".time_emb_proj").unsqueeze(2).unsqueeze(3));
         }
         h = Conv(Silu(Gn(h, p + ".norm2", eps, groups)), p + ".conv2");
         var shortcut = w.ContainsKey(p + ".conv_shortcut.weight") ? Conv(x, p + ".conv_shortcut") : x;
-        return shortcut + h;
+        return shortcut.Plus(h);
     }
 
     private Tensor Transformer(Tensor x, string p, Tensor ctx, int heads, long groups)
@@ -85,18 +86,18 @@ internal sealed class DiffusionReference(Dictionary<string, Tensor> w)
         var t = h.permute(0, 2, 3, 1).reshape(b, hh * ww, c);
         var blk = p + ".transformer_blocks.0";
         var n1 = Ln(t, blk + ".norm1", 1e-5);
-        t = t + Lin(Mha(Lin(n1, blk + ".attn1.to_q"), Lin(n1, blk + ".attn1.to_k"), Lin(n1, blk + ".attn1.to_v"), heads), blk + ".attn1.to_out.0");
+        t = t.Plus(Lin(Mha(Lin(n1, blk + ".attn1.to_q"), Lin(n1, blk + ".attn1.to_k"), Lin(n1, blk + ".attn1.to_v"), heads), blk + ".attn1.to_out.0"));
         var n2 = Ln(t, blk + ".norm2", 1e-5);
-        t = t + Lin(Mha(Lin(n2, blk + ".attn2.to_q"), Lin(ctx, blk + ".attn2.to_k"), Lin(ctx, blk + ".attn2.to_v"), heads), blk + ".attn2.to_out.0");
+        t = t.Plus(Lin(Mha(Lin(n2, blk + ".attn2.to_q"), Lin(ctx, blk + ".attn2.to_k"), Lin(ctx, blk + ".attn2.to_v"), heads), blk + ".attn2.to_out.0"));
         var n3 = Ln(t, blk + ".norm3", 1e-5);
         var proj = Lin(n3, blk + ".ff.net.0.proj");
         var half = proj.shape[2] / 2;
         var a = proj.narrow(2, 0, half);
         var gate = proj.narrow(2, half, half);
-        var gelu = gate * 0.5 * (1 + (gate / Math.Sqrt(2)).erf());
-        t = t + Lin(a * gelu, blk + ".ff.net.2");
+        var gelu = gate.Times(0.5) * gate.Over(Math.Sqrt(2)).erf().Shift(1);
+        t = t.Plus(Lin(a * gelu, blk + ".ff.net.2"));
         var back = t.reshape(b, hh, ww, c).permute(0, 3, 1, 2);
-        return Conv(back, p + ".proj_out") + x;
+        return Conv(back, p + ".proj_out").Plus(x);
     }
 
     /// <summary>ε for the tiny UNet layout of §1.8 ([32, 64], one layer per block, CrossAttnDown+Down / Up+CrossAttnUp, 2 heads).</summary>
@@ -108,7 +109,7 @@ internal sealed class DiffusionReference(Dictionary<string, Tensor> w)
         {
             freqs[k] = (float)Math.Exp(-Math.Log(10000) * k / half);
         }
-        var args = tensor(freqs) * (float)t;
+        var args = tensor(freqs).Times((float)t);
         var e = cat([args.cos(), args.sin()], 0).unsqueeze(0).expand(x.shape[0], -1);
         var temb = Lin(Silu(Lin(e, "time_embedding.linear_1")), "time_embedding.linear_2");
         var h = Conv(x, "conv_in");
@@ -152,7 +153,7 @@ internal sealed class DiffusionReference(Dictionary<string, Tensor> w)
         long b = x.shape[0], c = x.shape[1], hh = x.shape[2], ww = x.shape[3];
         var t = Gn(x, p + ".group_norm", 1e-6, groups).reshape(b, c, hh * ww).transpose(1, 2);
         var o = Mha(Lin(t, p + ".to_q"), Lin(t, p + ".to_k"), Lin(t, p + ".to_v"), 1);
-        return Lin(o, p + ".to_out.0").transpose(1, 2).reshape(b, c, hh, ww) + x;
+        return Lin(o, p + ".to_out.0").transpose(1, 2).reshape(b, c, hh, ww).Plus(x);
     }
 
     private Tensor VaeMid(Tensor h, string p, long groups) =>
@@ -192,14 +193,14 @@ internal sealed class DiffusionReference(Dictionary<string, Tensor> w)
     public Tensor Text(Tensor ids, int layers, int heads)
     {
         var n = ids.shape[1];
-        var h = W("text_model.embeddings.token_embedding.weight").index_select(0, ids.flatten()).view(ids.shape[0], n, -1) + W("text_model.embeddings.position_embedding.weight").narrow(0, 0, n);
+        var h = W("text_model.embeddings.token_embedding.weight").index_select(0, ids.flatten()).view(ids.shape[0], n, -1).Plus(W("text_model.embeddings.position_embedding.weight").narrow(0, 0, n));
         for (var l = 0; l < layers; l++)
         {
             var p = $"text_model.encoder.layers.{l}";
             var a = Ln(h, p + ".layer_norm1", 1e-5);
-            h = h + Lin(Mha(Lin(a, p + ".self_attn.q_proj"), Lin(a, p + ".self_attn.k_proj"), Lin(a, p + ".self_attn.v_proj"), heads, causal: true), p + ".self_attn.out_proj");
+            h = h.Plus(Lin(Mha(Lin(a, p + ".self_attn.q_proj"), Lin(a, p + ".self_attn.k_proj"), Lin(a, p + ".self_attn.v_proj"), heads, causal: true), p + ".self_attn.out_proj"));
             var m = Lin(Ln(h, p + ".layer_norm2", 1e-5), p + ".mlp.fc1");
-            h = h + Lin(m * (m * 1.702).sigmoid(), p + ".mlp.fc2");
+            h = h.Plus(Lin(m * m.Times(1.702).sigmoid(), p + ".mlp.fc2"));
         }
         return Ln(h, "text_model.final_layer_norm", 1e-5);
     }

@@ -126,7 +126,7 @@ public sealed class DiffusionRuntimeTests
             // The forward noising inverted by the x̂0 formula with the true ε returns x0.
             var xt = ddim.AddNoiseAt(x0, eps, t);
             var a = ddim.AlphasCumprod[t];
-            var back = (xt - eps * Math.Sqrt(1 - a)) / Math.Sqrt(a);
+            var back = (xt - eps.Times(Math.Sqrt(1 - a))).Over(Math.Sqrt(a));
             Assert.True((back - x0).abs().max().item<float>() < 2e-4f * (t > 900 ? 10 : 1));
         }
         var xi = ddim.AddNoise(x0, eps, 3);
@@ -138,7 +138,7 @@ public sealed class DiffusionRuntimeTests
         var s2 = ddim.Step(eps, 3, xi, new Generator(2)).Prev;
         Assert.Equal(0f, (s1 - s2).abs().max().item<float>());
         var ap = ddim.PrevAlpha(3);
-        var expected = x0Pred * Math.Sqrt(ap) + eps * Math.Sqrt(1 - ap);
+        var expected = x0Pred.Times(Math.Sqrt(ap)).Plus(eps.Times(Math.Sqrt(1 - ap)));
         Assert.True((s1 - expected).abs().max().item<float>() < 1e-5f);
         // The final step uses ᾱ_0 (set_alpha_to_one false), not 1.
         Assert.Equal(ddim.AlphasCumprod[0], ddim.PrevAlpha(9), 6);
@@ -159,7 +159,7 @@ public sealed class DiffusionRuntimeTests
         var xe = euler.AddNoise(x0, eps, 2);
         var step = euler.Step(eps, 2, xe);
         Assert.True((step.X0 - x0).abs().max().item<float>() < 1e-4f);
-        Assert.True((step.Prev - (x0 + eps * euler.Sigmas[3])).abs().max().item<float>() < 1e-4f);
+        Assert.True((step.Prev - x0.Plus(eps.Times(euler.Sigmas[3]))).abs().max().item<float>() < 1e-4f);
 
         // LMS's Lagrange weights at order 1 integrate to σ' − σ (an Euler step), and the order-k weights sum to it too.
         var lms = new LmsScheduler(sd);
@@ -189,7 +189,7 @@ public sealed class DiffusionRuntimeTests
         var scheduler = Scheduler.Create(name, Pipelines.Models.Diffusion.Toy.ToyDiffusionTrainer.Scheduler);
         scheduler.SetTimesteps(steps);
         using var g = new Generator(4);
-        var x = randn([8, 3, 16, 16], generator: g) * scheduler.InitNoiseSigma;
+        var x = randn([8, 3, 16, 16], generator: g).Times(scheduler.InitNoiseSigma);
         for (var i = 0; i < scheduler.Timesteps.Length; i++)
         {
             // The model sees the variance-preserving input √ᾱ·x0 + √(1−ᾱ)·ε; sigma schedulers scale x into it.
@@ -197,9 +197,9 @@ public sealed class DiffusionRuntimeTests
             var alphaBar = scheduler is SigmaScheduler sigma
                 ? 1 / (1 + sigma.Sigmas[i] * sigma.Sigmas[i])
                 : scheduler.AlphasCumprod[(int)Math.Round(scheduler.Timesteps[i])];
-            var weights = (cdist(input, set * Math.Sqrt(alphaBar)).square() / (-2 * (1 - alphaBar))).softmax(1);
+            var weights = cdist(input, set.Times(Math.Sqrt(alphaBar))).Squared().Over(-2 * (1 - alphaBar)).softmax(1);
             var x0 = matmul(weights, set);
-            var eps = ((input - x0 * Math.Sqrt(alphaBar)) / Math.Sqrt(1 - alphaBar)).view(x.shape).to(ScalarType.Float32);
+            var eps = (input - x0.Times(Math.Sqrt(alphaBar))).Over(Math.Sqrt(1 - alphaBar)).view(x.shape).to(ScalarType.Float32);
             x = scheduler.Step(eps, i, x, g).Prev;
         }
         var distances = cdist(x.view(8, -1).to(ScalarType.Float64), set).min(1);
@@ -225,7 +225,7 @@ public sealed class DiffusionRuntimeTests
         Assert.True((guided1 - c).abs().max().item<float>() < 1e-6f);
         // The batched CFG call (uncond and cond rows in one forward) equals the two separate calls.
         var batched = p.PredictNoise(x, 500, uncond, cond, 7.5);
-        Assert.True((batched - (u + (c - u) * 7.5)).abs().max().item<float>() < 1e-4f);
+        Assert.True((batched - u.Plus((c - u).Times(7.5))).abs().max().item<float>() < 1e-4f);
         Assert.True((p.PredictNoise(x, 500, uncond, cond, 1.0) - c).abs().max().item<float>() < 1e-6f);
     }
 
@@ -318,7 +318,7 @@ public sealed class DiffusionRuntimeTests
         }
         Assert.NotNull(pattern);
         Assert.Equal(77, pattern!.shape[3]);
-        Assert.True((pattern.sum(-1) - 1).abs().max().item<float>() < 1e-5f);
+        Assert.True(pattern.sum(-1).Minus(1).abs().max().item<float>() < 1e-5f);
         using (p.Unet.Hooks.Add("mid_block", (t, _) => zeros_like(t)))
         {
             Assert.True((p.Unet.Forward(x, tensor(300), cond) - plain).abs().max().item<float>() > 1e-4f);
@@ -410,7 +410,7 @@ public sealed class DiffusionGradientTests
         using var g = new Generator(5);
         var t = randint(0, 1000, [8], generator: g);
         var noise = randn(images.shape, generator: g);
-        var xt = images * 0.6 + noise * 0.8;
+        var xt = images.Times(0.6).Plus(noise.Times(0.8));
         Tensor ctx;
         using (no_grad())
         {
@@ -432,17 +432,17 @@ public sealed class DiffusionGradientTests
             const double eps = 1e-3;
             using (no_grad())
             {
-                p.add_(d * eps);
+                p.PlusInPlace(d.Times(eps));
             }
             var up = Loss();
             using (no_grad())
             {
-                p.sub_(d * (2 * eps));
+                p.sub_(d.Times(2 * eps));
             }
             var down = Loss();
             using (no_grad())
             {
-                p.add_(d * eps);
+                p.PlusInPlace(d.Times(eps));
             }
             var numeric = (up - down) / (2 * eps);
             Assert.True(Math.Abs(analytic - numeric) < 0.02 * Math.Abs(numeric) + 1e-4, $"{name}: backward {analytic}, finite difference {numeric}");

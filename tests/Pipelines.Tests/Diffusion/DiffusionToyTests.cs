@@ -60,9 +60,9 @@ public sealed class DiffusionToyTests
         var x = randn([200, 6], generator: g);
         Assert.True(Diversity.Frechet(x, x) < 1e-6);
         var shift = tensor(new float[] { 1, 2, 0, 0, 0, 3 });
-        Assert.Equal(14.0, Diversity.Frechet(x, x + shift), 4);
+        Assert.Equal(14.0, Diversity.Frechet(x, x.Plus(shift)), 4);
         // Isotropic Gaussians: Tr(Σ₁ + Σ₂ − 2(Σ₁Σ₂)^½) = d(σ₁ − σ₂)² for sample covariances scaled by 2.
-        Assert.Equal(Diversity.Frechet(x, x * 2), Frechet(x, x * 2), 4);
+        Assert.Equal(Diversity.Frechet(x, x.mul(Scalars.Int(2))), Frechet(x, x.mul(Scalars.Int(2))), 4);
     }
 
     /// <summary>The Fréchet distance when one set is a scalar multiple of the other: (Σ₁Σ₂)^½ = c·Σ₁ exactly.</summary>
@@ -70,8 +70,8 @@ public sealed class DiffusionToyTests
     {
         var c = (y[0, 0] / x[0, 0]).item<float>();
         var xc = (x - x.mean([0L])).to(ScalarType.Float64);
-        var cov = matmul(xc.t(), xc) / (x.shape[0] - 1);
-        var dm = (x.mean([0L]) - y.mean([0L])).square().sum().item<float>();
+        var cov = matmul(xc.t(), xc).Over(x.shape[0] - 1);
+        var dm = (x.mean([0L]) - y.mean([0L])).Squared().sum().item<float>();
         return dm + cov.trace().item<double>() * (1 + c * c - 2 * c);
     }
 
@@ -90,8 +90,8 @@ public sealed class DiffusionToyTests
         {
             double a = ac[taus[i]], an = ac[taus[i + 1]];
             double al = Math.Sqrt(a), sg = Math.Sqrt(1 - a), aln = Math.Sqrt(an), sgn = Math.Sqrt(1 - an), ratio = sgn / sg;
-            var target = (xk1 - xk * ratio) / (aln - ratio * al);
-            var eps = (xk - target * al) / sg;
+            var target = (xk1 - xk.Times(ratio)).Over(aln - ratio * al);
+            var eps = (xk - target.Times(al)).Over(sg);
             var landed = Distillation.DdimMove(xk, eps, a, an, c);
             Assert.True((landed - xk1).abs().max().item<float>() < 1e-3f);
         }

@@ -52,7 +52,7 @@ public sealed class SliderTests
         Assert.True(Math.Abs(components[0, 0].item<float>()) > 0.99f);
         Assert.True(Math.Abs(components[1, 1].item<float>()) > 0.99f);
         Assert.True(explained[0] > 0.8 && explained[1] > 0.05 && explained[0] > explained[1]);
-        Assert.True((components.norm(1) - 1).abs().max().item<float>() < 1e-5f);
+        Assert.True(components.norm(1).Minus(1).abs().max().item<float>() < 1e-5f);
     }
 
     [Fact]
@@ -71,7 +71,7 @@ public sealed class SliderTests
         {
             Assert.Equal(3, result.Sliders.Count);
             Assert.Equal([3L, 64L], result.Components.shape);
-            Assert.True((result.Components.norm(1) - 1).abs().max().item<float>() < 1e-5f);
+            Assert.True(result.Components.norm(1).Minus(1).abs().max().item<float>() < 1e-5f);
             Assert.True(result.Explained.Zip(result.Explained.Skip(1)).All(p => p.First >= p.Second));
             Assert.Equal([10, 12], result.Losses.Select(l => l.Step));
             foreach (var slider in result.Sliders)

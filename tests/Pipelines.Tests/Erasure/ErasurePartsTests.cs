@@ -1,3 +1,4 @@
+using Pipelines.Models.Runtime;
 using System.Text.Json.Nodes;
 using Pipelines.Activities.Erasure;
 using Pipelines.Activities.Reports;
@@ -70,7 +71,7 @@ public sealed class ErasurePartsTests : IDisposable
         using var planted = zeros(16);
         planted[3] = tensor(2f);
         planted[7] = tensor(-1f);
-        var labels = x.matmul(planted).gt(0).to(ScalarType.Int64).data<long>().ToArray();
+        var labels = x.matmul(planted).gt(Scalars.Int(0)).to(ScalarType.Int64).data<long>().ToArray();
         using var train = x[..300];
         using var test = x[300..];
         var probe = LinearProbe.Fit(train, labels[..300], test, labels[300..], 2, l2: 1e-4, steps: 400);

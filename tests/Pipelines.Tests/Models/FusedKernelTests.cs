@@ -1,3 +1,4 @@
+using Pipelines.Models.Runtime;
 using Pipelines.Activities.Circuits;
 using Pipelines.Models.Transformer;
 using Pipelines.Tests.Circuits;
@@ -66,7 +67,7 @@ public sealed class FusedKernelTests
         mlp.b_out!.zero_();
         mlp.to(ScalarType.Float64);
         var x = linspace(-6, 6, 400, dtype: ScalarType.Float64).view(100, 4);
-        var expected = x * 0.5 * ((x + x.pow(3) * 0.044715) * Math.Sqrt(2 / Math.PI)).tanh().add(1.0);
+        var expected = x.Times(0.5) * x.Plus(x.pow(Scalars.Int(3)).Times(0.044715)).Times(Math.Sqrt(2 / Math.PI)).tanh().Shift(1.0);
         Assert.True((mlp.forward(x) - expected).abs().max().item<double>() < 1e-12);
     }
 

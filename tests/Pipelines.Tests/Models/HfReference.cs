@@ -38,7 +38,7 @@ public static class HfReference
         var r = x[.., .., .., ..dims];
         var half = dims / 2;
         var rotated = cat([-r[.., .., .., half..], r[.., .., .., ..half]], -1);
-        var y = r * cos + rotated * sin;
+        var y = (r * cos).Plus(rotated * sin);
         return dims == x.shape[3] ? y : cat([y, x[.., .., .., dims..]], -1);
     }
 
@@ -46,20 +46,20 @@ public static class HfReference
     {
         long b = tokens.shape[0], t = tokens.shape[1];
         int d = c.DModel, h = c.NHeads, dh = d / h;
-        var x = w("transformer.wte.weight")[tokens] + w("transformer.wpe.weight")[arange(Scalars.Int(t))];
+        var x = w("transformer.wte.weight")[tokens].Plus(w("transformer.wpe.weight")[Scalars.Range(t)]);
         for (var l = 0; l < c.NLayers; l++)
         {
             var p = $"transformer.h.{l}.";
             var a = F.layer_norm(x, [d], w(p + "ln_1.weight"), w(p + "ln_1.bias"), c.NormEps);
-            var qkv = matmul(a, w(p + "attn.c_attn.weight")) + w(p + "attn.c_attn.bias");
+            var qkv = matmul(a, w(p + "attn.c_attn.weight")).Plus(w(p + "attn.c_attn.bias"));
             var parts = qkv.split(d, -1);
             var heads = parts.Select(z => z.view(b, t, h, dh).transpose(1, 2)).ToArray();
             var y = Attend(heads[0], heads[1], heads[2]).transpose(1, 2).reshape(b, t, d);
-            x = x + matmul(y, w(p + "attn.c_proj.weight")) + w(p + "attn.c_proj.bias");
+            x = x.Plus(matmul(y, w(p + "attn.c_proj.weight"))).Plus(w(p + "attn.c_proj.bias"));
             var m = F.layer_norm(x, [d], w(p + "ln_2.weight"), w(p + "ln_2.bias"), c.NormEps);
-            var pre = matmul(m, w(p + "mlp.c_fc.weight")) + w(p + "mlp.c_fc.bias");
-            var act = pre.mul(Scalars.Of(0.5)) * pre.add(pre.pow(Scalars.Of(3.0)).mul(Scalars.Of(0.044715))).mul(Scalars.Of(Math.Sqrt(2 / Math.PI))).tanh().add(Scalars.Of(1.0));
-            x = x + matmul(act, w(p + "mlp.c_proj.weight")) + w(p + "mlp.c_proj.bias");
+            var pre = matmul(m, w(p + "mlp.c_fc.weight")).Plus(w(p + "mlp.c_fc.bias"));
+            var act = pre.mul(Scalars.Of(0.5)) * pre.Plus(pre.pow(Scalars.Of(3.0)).mul(Scalars.Of(0.044715))).mul(Scalars.Of(Math.Sqrt(2 / Math.PI))).tanh().Plus(Scalars.Of(1.0));
+            x = x.Plus(matmul(act, w(p + "mlp.c_proj.weight"))).Plus(w(p + "mlp.c_proj.bias"));
         }
         x = F.layer_norm(x, [d], w("transformer.ln_f.weight"), w("transformer.ln_f.bias"), c.NormEps);
         return matmul(x, (c.TiedEmbeddings ? w("transformer.wte.weight") : w("lm_head.weight")).t());
@@ -70,7 +70,7 @@ public static class HfReference
         long b = tokens.shape[0], t = tokens.shape[1];
         int d = c.DModel, h = c.NHeads, dh = d / h;
         var x = w("gpt_neox.embed_in.weight")[tokens];
-        var pos = arange(Scalars.Int(t));
+        var pos = Scalars.Range(t);
         for (var l = 0; l < c.NLayers; l++)
         {
             var p = $"gpt_neox.layers.{l}.";
@@ -83,7 +83,7 @@ public static class HfReference
             var attn = F.linear(y, w(p + "attention.dense.weight"), w(p + "attention.dense.bias"));
             var m = F.layer_norm(x, [d], w(p + "post_attention_layernorm.weight"), w(p + "post_attention_layernorm.bias"), c.NormEps);
             var mlp = F.linear(F.gelu(F.linear(m, w(p + "mlp.dense_h_to_4h.weight"), w(p + "mlp.dense_h_to_4h.bias"))), w(p + "mlp.dense_4h_to_h.weight"), w(p + "mlp.dense_4h_to_h.bias"));
-            x = x + attn + mlp;
+            x = x.Plus(attn).Plus(mlp);
         }
         x = F.layer_norm(x, [d], w("gpt_neox.final_layer_norm.weight"), w("gpt_neox.final_layer_norm.bias"), c.NormEps);
         return F.linear(x, w("embed_out.weight"));
@@ -93,10 +93,10 @@ public static class HfReference
     {
         long b = tokens.shape[0], t = tokens.shape[1];
         int d = c.DModel, h = c.NHeads, kv = c.KvHeads, dh = c.HeadDim;
-        Tensor Rms(Tensor z, Tensor weight) => z * rsqrt(z.square().mean([-1L], keepdim: true).add(Scalars.Of(c.NormEps))) * weight;
+        Tensor Rms(Tensor z, Tensor weight) => z * rsqrt(z.Squared().mean([-1L], keepdim: true).Plus(Scalars.Of(c.NormEps))) * weight;
         Tensor Lin(Tensor z, string name, bool bias) => F.linear(z, w(name + ".weight"), bias ? w(name + ".bias") : null);
         var x = w("model.embed_tokens.weight")[tokens];
-        var pos = arange(Scalars.Int(t));
+        var pos = Scalars.Range(t);
         for (var l = 0; l < c.NLayers; l++)
         {
             var p = $"model.layers.{l}.";
@@ -109,9 +109,9 @@ public static class HfReference
             k = k.unsqueeze(2).expand(b, kv, rep, t, dh).reshape(b, h, t, dh);
             v = v.unsqueeze(2).expand(b, kv, rep, t, dh).reshape(b, h, t, dh);
             var y = Attend(q, k, v).transpose(1, 2).reshape(b, t, h * dh);
-            x = x + Lin(y, p + "self_attn.o_proj", c.AttnOutBias);
+            x = x.Plus(Lin(y, p + "self_attn.o_proj", c.AttnOutBias));
             var m = Rms(x, w(p + "post_attention_layernorm.weight"));
-            x = x + Lin(F.silu(Lin(m, p + "mlp.gate_proj", false)) * Lin(m, p + "mlp.up_proj", false), p + "mlp.down_proj", false);
+            x = x.Plus(Lin(F.silu(Lin(m, p + "mlp.gate_proj", false)) * Lin(m, p + "mlp.up_proj", false), p + "mlp.down_proj", false));
         }
         x = Rms(x, w("model.norm.weight"));
         return F.linear(x, c.TiedEmbeddings ? w("model.embed_tokens.weight") : w("lm_head.weight"));

@@ -102,7 +102,7 @@ public sealed class LoraTests : IDisposable
                 var delta = matmul(lora.Read(module.Insert(0, "base_model.model.") + ".lora_B.weight"), lora.Read(key)).mul(Scalars.Of(scaling)); // [out, in]
                 var name = module + ".weight";
                 Assert.True(tensors.ContainsKey(name), $"{name} is a weight of the checkpoint");
-                tensors[name] = tensors[name] + (conv1d ? delta.t() : delta);
+                tensors[name] = tensors[name].Plus(conv1d ? delta.t() : delta);
             }
             SafetensorsFile.Write(Path.Combine(mergedDir, "model.safetensors"), tensors.Select(kv => (kv.Key, kv.Value.contiguous())));
         }
@@ -130,7 +130,7 @@ public sealed class LoraTests : IDisposable
         var before = model.parameters().Select(p => p.detach().clone()).ToList();
         using var adapter = LoraAdapter.Create(model.Config, ["q", "v", "down"], rank: 2, alpha: 4, layers: [1], seed: 5);
         adapter.Attach(model);
-        using var optimizer = optim.AdamW(adapter.parameters(), lr: 1e-2);
+        using var optimizer = new StableAdamW(adapter.parameters(), 1e-2, weightDecay: 0);
         using var ids = tensor(Tokens).unsqueeze(0);
         var losses = new List<double>();
         for (var step = 0; step < 30; step++)
@@ -139,7 +139,7 @@ public sealed class LoraTests : IDisposable
             optimizer.zero_grad();
             var logits = model.Forward(ids);
             // Teach it to predict token 6 everywhere.
-            var loss = nn.functional.cross_entropy(logits.view(-1, logits.shape[2]), full(Tokens.Length, 6L));
+            var loss = nn.functional.cross_entropy(logits.view(-1, logits.shape[2]), full(Tokens.Length, Scalars.Int(6)));
             loss.backward();
             optimizer.step();
             losses.Add(loss.item<float>());

@@ -26,7 +26,7 @@ public sealed class StableAdamWTests
         using var g = new Generator((ulong)(100 + step));
         var x = randn([8, 6], generator: g);
         var y = randn([8, 4], generator: g);
-        return (nn.functional.linear(x, w, b) - y).pow(2).mean();
+        return (nn.functional.linear(x, w, b) - y).Squared().mean();
     }
 
     /// <summary>Both optimisers take <paramref name="steps"/> steps on the same losses, each on its own copy of the model.</summary>
@@ -71,7 +71,7 @@ public sealed class StableAdamWTests
         var grad = w.grad!.clone();
         ours.step();
         // After one step m̂ = g and v̂ = g², so the update is lr·g/(|g| + ε) after decay by (1 − lr·wd).
-        var expected = w0 * (1 - 0.01 * 0.1) - grad / (grad.abs() + 1e-8) * 0.01;
+        var expected = w0.Times(1 - 0.01 * 0.1) - (grad / grad.abs().Shift(1e-8)).Times(0.01);
         Assert.True((w - expected).abs().max().item<float>() < 1e-6f);
     }
 

@@ -1,3 +1,4 @@
+using Pipelines.Models.Runtime;
 using Pipelines.Models.Transformer;
 
 namespace Pipelines.Tests.Models;
@@ -46,7 +47,7 @@ public static class TinyModels
         {
             if (n.Split('.')[^1] is "w" or "b" || n.Split('.')[^1].StartsWith("b_", StringComparison.Ordinal))
             {
-                p.add_(TorchSharp.torch.randn(p.shape, generator: g).mul(Pipelines.Models.Runtime.Scalars.Of(0.1))); // non-trivial norms and biases
+                p.PlusInPlace(TorchSharp.torch.randn(p.shape, generator: g).mul(Scalars.Of(0.1))); // non-trivial norms and biases
             }
         }
         return model;

@@ -1,3 +1,4 @@
+using Pipelines.Models.Runtime;
 using Pipelines.Models.Transformer;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -112,7 +113,7 @@ public sealed class TransformerTests
             Assert.Contains("blocks.1.mlp.hook_post", cache.Names);
             Assert.Contains("ln_final.hook_normalized", cache.Names);
             // the residual stream adds up: resid_post = resid_mid + mlp_out
-            var sum = cache["blocks.0.hook_resid_mid"] + cache["blocks.0.hook_mlp_out"];
+            var sum = cache["blocks.0.hook_resid_mid"].Plus(cache["blocks.0.hook_mlp_out"]);
             Assert.True(MaxDiff(sum, cache["blocks.0.hook_resid_post"]) < 1e-5);
         }
     }
@@ -198,7 +199,7 @@ public sealed class WeightProcessingTests
         using var after = model.Forward(tokens).log_softmax(-1);
         Assert.True((before - afterFold).abs().max().item<float>() < 1e-4, "fold_ln changed the output");
         Assert.True((before - after).abs().max().item<float>() < 1e-4, $"max |Δ log p| {(before - after).abs().max().item<float>()}");
-        Assert.True(model.ln_final.w.eq(1).all().item<bool>());
+        Assert.True(model.ln_final.w.eq(Scalars.Int(1)).all().item<bool>());
         if (model.blocks[0].attn.b_V is { } bV && model.blocks[0].attn.b_O is not null)
         {
             Assert.Equal(0f, bV.abs().max().item<float>());

@@ -1,3 +1,4 @@
+using Pipelines.Models.Runtime;
 using System.Text.Json.Nodes;
 using Pipelines.Activities.Circuits;
 using Pipelines.Engine.Activities;
@@ -47,7 +48,7 @@ public static class PositionalFaithfulness
             var spanMask = batch.SpanSlice(start, n);
             using var noGrad = no_grad();
             using var ablated = run.Capture(corrupted, mask);
-            var rows = arange(Pipelines.Models.Runtime.Scalars.Int(n));
+            var rows = Scalars.Range(n);
             var last = batch.Last[TensorIndex.Slice(start, start + n)];
             var logits = model.Forward(clean, mask);
             var top = logits[rows, last].argmax(-1);

@@ -82,7 +82,7 @@ public static class ToyDiffusionTrainer
             var t = randint(0, pipe.SchedulerConfig.NumTrainTimesteps, [o.BatchSize], generator: g);
             var noise = randn(images.shape, generator: g);
             var a = alphas.index_select(0, t).view(-1, 1, 1, 1);
-            var xt = (a.sqrt() * images).Plus(a.neg().add(Scalars.Of(1.0)).sqrt() * noise);
+            var xt = (a.sqrt() * images).Plus(a.OneMinus().sqrt() * noise);
             var ctx = pipe.EncodePrompts(prompts);
             var loss = F.mse_loss(pipe.Unet.Forward(xt, t, ctx), noise);
             optimizer.zero_grad();

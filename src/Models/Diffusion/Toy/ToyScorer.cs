@@ -73,12 +73,12 @@ public sealed class ToyScorer : nn.Module
             var items = Enumerable.Range(0, 64).Select(_ => world.RandomItem(r)).ToArray();
             var images = world.Render(items, r, 0.01 + 0.05 * r.NextDouble());
             using var g = new Generator((ulong)(seed * 7919 + step));
-            images = images + randn(images.shape, generator: g).mul(Scalars.Of(0.1 * r.NextDouble()));
+            images = images.Plus(randn(images.shape, generator: g).Times(0.1 * r.NextDouble()));
             var o = scorer.Forward(images);
             var shape = tensor(items.Select(i => (long)i.Shape).ToArray());
             var colour = tensor(items.Select(i => (long)i.Colour).ToArray());
             var size = tensor(items.Select(i => (float)((i.Size - ToyWorld.MinSize) / (ToyWorld.MaxSize - ToyWorld.MinSize))).ToArray());
-            var loss = F.cross_entropy(o.ShapeLogits, shape) + F.cross_entropy(o.ColourLogits, colour) + F.mse_loss(o.Size, size);
+            var loss = F.cross_entropy(o.ShapeLogits, shape).Plus(F.cross_entropy(o.ColourLogits, colour)).Plus(F.mse_loss(o.Size, size));
             optimizer.zero_grad();
             loss.backward();
             optimizer.step();
