@@ -139,6 +139,8 @@ public sealed class ModelCliTests : IDisposable
         var result = _cli.Run("run", "workflows/quickstart.json");
         Assert.True(result.ExitCode == 0, result.All);
         var outputs = Path.Combine(_cli.Store, "runs", Cli.RunId(result.Stdout), "outputs");
+        // The run ends by naming its report, for a browser.
+        Assert.Contains($"report · {Path.Combine(outputs, "report", "report.html")}", result.Stdout);
         var evaluate = JsonNode.Parse(File.ReadAllText(Path.Combine(outputs, "evaluate", "metrics.json")))!;
         var faithfulness = JsonNode.Parse(File.ReadAllText(Path.Combine(outputs, "faithfulness", "faithfulness.json")))!;
         var circuit = JsonNode.Parse(File.ReadAllText(Path.Combine(outputs, "circuit", "circuit.json")))!;

@@ -166,6 +166,22 @@ public static class RunCommands
         };
         AnsiConsole.MarkupLine($"{verdict} in {Output.Duration(result.Duration)}");
         AnsiConsole.MarkupLine($"run [bold]{result.RunId}[/] · lock file {Markup.Escape(result.LockFile)}");
+        foreach (var report in Reports(result.LockFile))
+        {
+            AnsiConsole.MarkupLine($"report · {Markup.Escape(report)}");
+        }
+    }
+
+    /// <summary>The HTML reports among a run's output links (runs/RUN/outputs/STEP/*.html), for a browser.</summary>
+    private static IEnumerable<string> Reports(string lockFile)
+    {
+        var outputs = Path.Combine(Path.GetDirectoryName(lockFile) ?? ".", "outputs");
+        if (!Directory.Exists(outputs))
+        {
+            return [];
+        }
+        return Directory.EnumerateDirectories(outputs).Order(StringComparer.Ordinal)
+            .SelectMany(step => Directory.EnumerateFiles(step, "*.html").Order(StringComparer.Ordinal));
     }
 
     private sealed record Prepared(ExecutionPlan? Plan, string? Text, Dictionary<string, string>? Overrides, PathPolicy? Policy, int? Error);
