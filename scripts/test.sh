@@ -3,7 +3,7 @@
 # packages: PostgreSQL, Chromium, and Node.js when it is missing; npm packages for the designer), builds in Release,
 # runs the tests and prints one closing line "tests: N passed, N failed, N skipped".
 #
-#   ./scripts/test.sh          the whole suite: fast, slow and integration tiers (about 10 minutes on 2 cores)
+#   ./scripts/test.sh          the whole suite: fast, slow and integration tiers (about 18 minutes on 2 cores)
 #   ./scripts/test.sh --fast   the fast tier only (about 2 minutes): in-process tests, no slow training, no servers
 set -euo pipefail
 cd "$(dirname "$0")/.."
