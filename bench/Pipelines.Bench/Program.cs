@@ -61,6 +61,10 @@ public static class Program
         {
             return DiffusionBench.Run(args.Skip(1).ToArray());
         }
+        if (args.FirstOrDefault() == "gc-race")
+        {
+            return GcRaceStress.Run(args.Skip(1).ToArray());
+        }
         if (args.FirstOrDefault() == "attribution")
         {
             return AttributionBench.Run(args.Skip(1).ToArray());
