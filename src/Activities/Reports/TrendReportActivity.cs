@@ -32,6 +32,9 @@ public sealed class TrendReportActivity : Activity<TrendReportActivity.Input>
         [Input("Checkpoint folders to include (glob)")]
         public string Pattern { get; init; } = "step-*";
 
+        [Input("The last checkpoint to include: folders whose names sort after this one's are left out. The watcher binds the new checkpoint here, so a run's trend ends at its own checkpoint however late the run starts", IsPath = true, PathKind = PathKind.Directory)]
+        public string? Until { get; init; }
+
         [Input("Edges in each checkpoint's circuit (top-n by |EAP score|)", Minimum = 1)]
         public int TopEdges { get; init; } = 10;
 
@@ -44,6 +47,11 @@ public sealed class TrendReportActivity : Activity<TrendReportActivity.Input>
         var dirs = Directory.Exists(input.Checkpoints)
             ? Directory.GetDirectories(input.Checkpoints, input.Pattern).Order(StringComparer.Ordinal).Where(ModelArtifacts.IsComplete).ToList()
             : throw new ActivityException($"inputs.checkpoints: \"{input.Checkpoints}\" is not a directory");
+        if (input.Until is { } until)
+        {
+            var last = Path.GetFileName(Path.TrimEndingDirectorySeparator(until));
+            dirs = dirs.Where(d => string.CompareOrdinal(Path.GetFileName(d), last) <= 0).ToList();
+        }
         if (dirs.Count == 0)
         {
             throw new ActivityException($"no complete checkpoint matching \"{input.Pattern}\" in {input.Checkpoints}");
